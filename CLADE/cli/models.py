@@ -1,0 +1,27 @@
+"""``clade models``: list the shipped models and what they are for."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "models", help="list the shipped models", description="List the models shipped with CLADE."
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..registry import read_manifest
+
+    entries = read_manifest()
+    if not entries:
+        print(
+            "No trained models are shipped with this version; use --model PATH with a model "
+            "file from `clade train`."
+        )
+        return 0
+    for entry in entries:
+        print(f"{entry['name']:6s} {entry.get('description', '')}")
+    return 0

@@ -1,0 +1,227 @@
+"""CLADE model files: generator weights plus a metadata record, loaded without running code.
+
+Format (``.pt``, written by ``torch.save``, read by ``torch.load(..., weights_only=True)`` so no
+pickled code is ever executed)::
+
+    {
+      "format": "clade-model",
+      "format_version": 1,
+      "metadata": {                       # plain JSON-compatible values only
+        "name": "mri",                    # short name
+        "modality": "MR",                 # "MR" or "CT" (free text for other uses)
+        "architecture": {"base_filters": 64, "n_blocks": 6, "upsample": "transpose"},
+        "normalisation": {"kind": "percentile", "low": 0.5, "high": 99.5},
+        "patch_size": 32,
+        "default_stride": 12,
+        "trained": true,                  # false for random weights (tests, plumbing demos)
+        "training": {...},                # the recipe: data, loss weights, epochs, ... (free form)
+        "clade_version": "0.1.0",
+        "created": "2026-11-25T03:00:00+00:00"
+      },
+      "state_dict": {parameter name: tensor}   # float32 or float16 (loaded as float32)
+    }
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .errors import CladeError
+from .networks import ResnetGenerator
+from .normalisation import NormalisationRecipe
+
+FORMAT_NAME = "clade-model"
+FORMAT_VERSION = 1
+PATCH_SIZE = 32
+_ARCHITECTURE_KEYS = ("base_filters", "n_blocks", "upsample")
+
+
+@dataclass
+class LoadedModel:
+    """A generator ready for inference and the metadata it came with."""
+
+    generator: ResnetGenerator
+    metadata: dict
+    path: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name", "unnamed"))
+
+    @property
+    def trained(self) -> bool:
+        return bool(self.metadata.get("trained", True))
+
+    @property
+    def normalisation(self) -> NormalisationRecipe:
+        return NormalisationRecipe.from_dict(self.metadata["normalisation"])
+
+    @property
+    def default_stride(self) -> int:
+        return int(self.metadata.get("default_stride", 12))
+
+
+def make_metadata(
+    name: str,
+    modality: str,
+    *,
+    base_filters: int = 64,
+    n_blocks: int = 6,
+    upsample: str = "transpose",
+    normalisation: NormalisationRecipe | None = None,
+    default_stride: int = 12,
+    trained: bool = True,
+    training: dict | None = None,
+) -> dict:
+    """Build a complete metadata record.
+
+    Example:
+        >>> make_metadata("mri", "MR", base_filters=8, n_blocks=1)["architecture"]
+        {'base_filters': 8, 'n_blocks': 1, 'upsample': 'transpose'}
+    """
+    return {
+        "name": name,
+        "modality": modality,
+        "architecture": {"base_filters": base_filters, "n_blocks": n_blocks, "upsample": upsample},
+        "normalisation": (normalisation or NormalisationRecipe()).to_dict(),
+        "patch_size": PATCH_SIZE,
+        "default_stride": int(default_stride),
+        "trained": bool(trained),
+        "training": training or {},
+        "clade_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def build_generator(metadata: dict) -> ResnetGenerator:
+    """Instantiate the generator described by ``metadata["architecture"]``."""
+    arch = metadata["architecture"]
+    return ResnetGenerator(
+        base_filters=int(arch["base_filters"]),
+        n_blocks=int(arch["n_blocks"]),
+        upsample=str(arch.get("upsample", "transpose")),
+    )
+
+
+def save_model(
+    path: str | os.PathLike, generator: torch.nn.Module, metadata: dict, half: bool = False
+) -> Path:
+    """Write a model file atomically (temporary name, then rename).
+
+    ``half=True`` stores the weights as float16 to halve the file size.
+
+    Example:
+        >>> import tempfile, os
+        >>> meta = make_metadata("tiny", "MR", base_filters=4, n_blocks=1, trained=False)
+        >>> path = os.path.join(tempfile.mkdtemp(), "tiny.pt")
+        >>> load_model(save_model(path, build_generator(meta), meta)).name
+        'tiny'
+    """
+    path = Path(path)
+    _validate_metadata(metadata, path)
+    state = {
+        k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
+        for k, v in generator.state_dict().items()
+    }
+    record = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "metadata": metadata,
+        "state_dict": state,
+    }
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=".partial", dir=path.resolve().parent
+    )
+    os.close(handle)
+    try:
+        torch.save(record, temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return path
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a model file safely (``weights_only=True``) and check metadata against weights.
+
+    Raises :class:`CladeError` for a missing, corrupt or foreign file, a file with pickled code,
+    and metadata that does not describe the stored weights.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CladeError(
+            f"The model file {path} does not exist: check the path or use a model name."
+        )
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CladeError(
+            f"{path} is not a CLADE model file (it holds Python objects other than weights, "
+            "which are never loaded for safety): use a model file saved by CLADE."
+        ) from None
+    except Exception:  # noqa: BLE001 - any failure to parse a foreign file is a user error
+        raise CladeError(
+            f"{path} is corrupt or not a CLADE model file: download or export it again."
+        ) from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT_NAME:
+        raise CladeError(
+            f"{path} is not a CLADE model file (no CLADE format marker): use a model file saved "
+            "by CLADE."
+        )
+    if record.get("format_version") != FORMAT_VERSION:
+        raise CladeError(
+            f"{path} uses model format version {record.get('format_version')}, but this CLADE "
+            f"reads version {FORMAT_VERSION}: upgrade CLADE."
+        )
+    metadata = record.get("metadata")
+    _validate_metadata(metadata, path)
+    generator = build_generator(metadata)
+    state = record.get("state_dict")
+    if not isinstance(state, dict):
+        raise CladeError(f"{path} holds no weights: export the model again.")
+    state = {
+        k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v
+        for k, v in state.items()
+    }
+    try:
+        generator.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError):
+        raise CladeError(
+            f"The weights in {path} do not match the architecture its metadata describes "
+            f"({metadata['architecture']}): the file is damaged or was edited."
+        ) from None
+    return LoadedModel(generator.to(device).eval(), metadata, path)
+
+
+def _validate_metadata(metadata, path: Path) -> None:
+    problem = None
+    if not isinstance(metadata, dict):
+        problem = "it has no metadata record"
+    else:
+        missing = [
+            k for k in ("name", "modality", "architecture", "normalisation") if k not in metadata
+        ]
+        arch = metadata.get("architecture")
+        if missing:
+            problem = f"its metadata lacks {', '.join(missing)}"
+        elif not isinstance(arch, dict) or any(k not in arch for k in _ARCHITECTURE_KEYS):
+            problem = "its architecture record is incomplete"
+        elif int(metadata.get("patch_size", PATCH_SIZE)) != PATCH_SIZE:
+            problem = f"it was made for {metadata['patch_size']}-pixel patches, not {PATCH_SIZE}"
+        else:
+            try:
+                NormalisationRecipe.from_dict(metadata["normalisation"])
+                build_generator({"architecture": {**arch, "base_filters": 1, "n_blocks": 0}})
+            except (CladeError, KeyError, TypeError, ValueError):
+                problem = "its normalisation or architecture record is invalid"
+    if problem:
+        raise CladeError(f"{path} is not a valid CLADE model file: {problem}.")

@@ -1,0 +1,183 @@
+"""`clade super-resolve` as a real subprocess: the main job and every bad input."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from conftest import make_volume
+
+from CLADE.model_file import build_generator, make_metadata, save_model
+
+
+def clade(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "CLADE", *map(str, args)],
+        capture_output=True, text=True, cwd=cwd, timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def small_volume(tmp_path_factory):
+    path = tmp_path_factory.mktemp("input") / "thick.nrrd"
+    image = make_volume(size=(40, 36, 6), spacing=(1.0, 1.0, 4.0), origin=(3.0, -2.0, 10.0))
+    sitk.WriteImage(sitk.Cast(image, sitk.sitkInt16), str(path))
+    return path
+
+
+def _assert_user_error(result, *phrases):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("clade: error: ")
+    for phrase in phrases:
+        assert phrase in message
+
+
+def test_real_ct_volume_end_to_end(shared_data, tmp_path, tiny_model_path):
+    source = shared_data / "abdomen_ct_native_20sl_totalseg.nii.gz"
+    source_bytes = source.read_bytes()
+    out = tmp_path / "iso.nii.gz"
+    result = clade("super-resolve", source, out, "--model", tiny_model_path, "--stride", "32",
+                   "--output-type", "input")
+    assert result.returncode == 0, result.stderr
+    assert "random (untrained) weights" in result.stderr
+    summary = result.stdout.strip().splitlines()[-1]
+    assert "512x512x20" in summary and "patches/s on cpu" in summary
+    image, output = sitk.ReadImage(str(source)), sitk.ReadImage(str(out))
+    assert output.GetPixelID() == image.GetPixelID()  # cast back to int16
+    assert output.GetSize()[:2] == image.GetSize()[:2]
+    assert output.GetSpacing()[2] == pytest.approx(image.GetSpacing()[0], rel=0.02)
+    extent_in = image.GetSize()[2] * image.GetSpacing()[2]
+    assert output.GetSize()[2] * output.GetSpacing()[2] == pytest.approx(extent_in)
+    assert output.GetDirection() == pytest.approx(image.GetDirection())
+    assert source.read_bytes() == source_bytes
+    assert [p.name for p in tmp_path.iterdir()] == ["iso.nii.gz"]  # no temporary left over
+
+
+def test_dicom_folder_input(tmp_path, tiny_model_path):
+    image = sitk.Cast(make_volume(size=(36, 34, 5), spacing=(0.9, 0.9, 3.0)), sitk.sitkInt16)
+    folder = tmp_path / "dicom"
+    folder.mkdir()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(image.GetDepth()):
+        piece = image[:, :, k]
+        position = image.TransformIndexToPhysicalPoint((0, 0, k))
+        for tag, value in (("0020|000e", "1.2.826.0.1.3680043.2.1125.1"),
+                           ("0020|000d", "1.2.826.0.1.3680043.2.1125.2"),
+                           ("0020|0032", "\\".join(map(str, position))),
+                           ("0020|0037", "1\\0\\0\\0\\1\\0"),
+                           ("0018|0050", "3.0"), ("0020|0013", str(k + 1)),
+                           ("0008|0060", "MR")):
+            piece.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
+        writer.Execute(piece)
+    out = tmp_path / "iso.mha"
+    result = clade("super-resolve", folder, out, "--model", tiny_model_path, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    assert sitk.ReadImage(str(out)).GetSize() == (36, 34, 17)
+
+
+def test_version_help_and_module_entry_agree():
+    version = clade("--version")
+    assert version.returncode == 0 and version.stdout.startswith("clade 0.")
+    help_text = clade("super-resolve", "--help").stdout
+    for option in ("--model", "--stride", "--plane", "--thick-axis", "--device", "--batch-size",
+                   "--quiet"):
+        assert option in help_text
+    script = shutil.which("clade", path=os.path.dirname(sys.executable))
+    assert script, "the clade console script is not installed"
+    assert subprocess.run([script, "--version"], capture_output=True, text=True).stdout == version.stdout
+
+
+def _write(path, array, spacing=(1.0, 1.0, 4.0)):
+    image = sitk.GetImageFromArray(array)
+    if image.GetDimension() == 3:
+        image.SetSpacing(spacing)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def test_bad_inputs_fail_with_one_sentence(tmp_path, small_volume, tiny_model_path):
+    out = tmp_path / "out.nrrd"
+    cases = [
+        ((tmp_path / "missing.nrrd", out), ["does not exist"]),
+        ((_text_file(tmp_path / "notes.nrrd"), out), ["not an image"]),
+        ((_write(tmp_path / "flat.png", np.zeros((20, 20), np.uint8)), out), ["2D image"]),
+        ((_write(tmp_path / "vector.nrrd", np.zeros((5, 20, 20, 3), np.float32)), out),
+         ["vector"]),
+        ((_write(tmp_path / "nan.nrrd", np.full((5, 20, 20), np.nan, np.float32)), out),
+         ["NaN"]),
+        ((_write(tmp_path / "iso.nrrd", np.zeros((20, 20, 20), np.float32), (1, 1, 1)), out),
+         ["already nearly isotropic"]),
+        ((_write(tmp_path / "small.nrrd", np.ones((5, 4, 4), np.float32)), out),
+         ["too small"]),
+        ((small_volume, small_volume), ["is the input"]),
+        ((small_volume, tmp_path / "no-dir" / "out.nrrd"), ["does not exist"]),
+        ((small_volume, tmp_path / "out.xyz"), ["Cannot tell the format"]),
+    ]
+    for (source, target), phrases in cases:
+        result = clade("super-resolve", source, target, "--model", tiny_model_path)
+        _assert_user_error(result, *phrases)
+        assert not out.exists()
+
+
+def test_4d_series_is_refused(tmp_path, tiny_model_path):
+    image = sitk.JoinSeries([make_volume(size=(20, 20, 5)), make_volume(size=(20, 20, 5))])
+    path = tmp_path / "series.nii.gz"
+    sitk.WriteImage(image, str(path))
+    _assert_user_error(clade("super-resolve", path, tmp_path / "o.nrrd", "--model",
+                             tiny_model_path), "4 dimensions")
+
+
+def _text_file(path):
+    path.write_text("not an image at all")
+    return path
+
+
+def test_output_that_cannot_be_written(tmp_path, small_volume, tiny_model_path):
+    # Tests may run as root, who can write into any folder whatever its mode, so the
+    # "cannot be written" cases here are ones that fail for root too.
+    taken = tmp_path / "taken.nrrd"
+    taken.mkdir()
+    _assert_user_error(clade("super-resolve", small_volume, taken, "--model", tiny_model_path),
+                       "is a folder")
+    assert list(taken.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.nrrd"]
+
+
+def test_unwritable_output_folder_via_file_as_folder(tmp_path, small_volume, tiny_model_path):
+    # Works as root too: a path whose parent is a regular file can never be written.
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    _assert_user_error(clade("super-resolve", small_volume, blocker / "o.nrrd", "--model",
+                             tiny_model_path), "does not exist")
+
+
+def test_bad_models_fail_with_one_sentence(tmp_path, small_volume):
+    out = tmp_path / "out.nrrd"
+    _assert_user_error(clade("super-resolve", small_volume, out, "--model", "nonexistent"),
+                       "Unknown model")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"PK\x03\x04 garbage")
+    _assert_user_error(clade("super-resolve", small_volume, out, "--model", corrupt), "corrupt")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    _assert_user_error(clade("super-resolve", small_volume, out, "--model", foreign),
+                       "not a CLADE model file")
+    meta = make_metadata("m", "MR", base_filters=4, n_blocks=1)
+    mismatched = save_model(tmp_path / "mismatch.pt", build_generator(meta), meta)
+    record = torch.load(mismatched, weights_only=True)
+    record["metadata"]["architecture"]["n_blocks"] = 3
+    torch.save(record, mismatched)
+    _assert_user_error(clade("super-resolve", small_volume, out, "--model", mismatched),
+                       "do not match")
+    assert not out.exists()
