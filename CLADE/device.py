@@ -1,7 +1,8 @@
 """Choosing the compute device and the settings that make it fast.
 
 CUDA when there is one (mixed precision with autocast: bfloat16 where the GPU supports it,
-float16 otherwise; channels_last memory layout; large batches), the CPU otherwise.
+float16 otherwise; channels_last memory layout; large batches), the CPU otherwise (float32,
+channels_last too).
 """
 
 from __future__ import annotations
@@ -63,9 +64,10 @@ def resolve_device(name: str = "auto") -> DeviceSettings:
         return DeviceSettings(device, dtype, channels_last=True, default_batch_size=1024)
     if name != "cpu":
         raise CladeError(f"Unknown device {name!r}: use auto, cpu or cuda.")
-    # On CPU throughput is flat beyond a few dozen patches per batch (measured in
-    # benchmarks/inference.py); small batches keep memory low and cancel responsive.
-    return DeviceSettings(torch.device("cpu"), None, channels_last=False, default_batch_size=64)
+    # On CPU, channels_last runs the convolutions ~1.3-1.5x faster (oneDNN's preferred layout;
+    # measured side by side on 2 cores) and throughput is flat beyond a few dozen patches per
+    # batch, so small batches keep memory low and cancel responsive.
+    return DeviceSettings(torch.device("cpu"), None, channels_last=True, default_batch_size=64)
 
 
 def is_out_of_memory(error: BaseException) -> bool:
