@@ -241,7 +241,7 @@ def fuse_for_inference(generator: nn.Module) -> nn.Module:
     import copy
 
     fused = copy.deepcopy(generator)
-    for name, module in list(fused.named_modules()):
+    for _name, module in list(fused.named_modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, ModConv):
                 setattr(module, child_name, child.to_plain_conv())

@@ -95,9 +95,9 @@ def run_case(name: str, slices: int | None, batch_size: int) -> dict:
     row["e2e_over_bare"] = row["patches_per_s"] / row["bare_patches_per_s"]
 
     # Reference: one patch at a time, unfused ModConv network, numpy accumulation.
-    from CLADE.geometry import lr_slice_stack, resample_to_isotropic
-
     import SimpleITK as sitk
+
+    from CLADE.geometry import lr_slice_stack, resample_to_isotropic
 
     iso = sitk.GetArrayFromImage(resample_to_isotropic(image, 2))
     stack = lr_slice_stack(iso / np.abs(iso).max(), 0, 2)
@@ -106,15 +106,18 @@ def run_case(name: str, slices: int | None, batch_size: int) -> dict:
     started = time.perf_counter()
     total = np.zeros(patcher.padded)
     count = np.zeros(patcher.padded)
-    padded = np.pad(stack[0], [(0, patcher.padded[0] - stack.shape[1]),
-                               (0, patcher.padded[1] - stack.shape[2])], mode="reflect")
+    padded = np.pad(
+        stack[0],
+        [(0, patcher.padded[0] - stack.shape[1]), (0, patcher.padded[1] - stack.shape[2])],
+        mode="reflect",
+    )
     with torch.inference_mode():
         for r in range(0, patcher.padded[0] - 31, stride):
             for c in range(0, patcher.padded[1] - 31, stride):
-                patch = torch.from_numpy(padded[r:r + 32, c:c + 32].astype(np.float32))
+                patch = torch.from_numpy(padded[r : r + 32, c : c + 32].astype(np.float32))
                 out = model.generator(patch[None, None])[0, 0].numpy()
-                total[r:r + 32, c:c + 32] += out
-                count[r:r + 32, c:c + 32] += 1
+                total[r : r + 32, c : c + 32] += out
+                count[r : r + 32, c : c + 32] += 1
                 done += 1
                 if done >= limit:
                     break
@@ -129,8 +132,12 @@ def run_case(name: str, slices: int | None, batch_size: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--slices", type=int, default=12,
-                        help="LR-plane slices per volume (default 12; --full for all)")
+    parser.add_argument(
+        "--slices",
+        type=int,
+        default=12,
+        help="LR-plane slices per volume (default 12; --full for all)",
+    )
     parser.add_argument("--full", action="store_true", help="run the whole volumes")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--cases", nargs="*", default=list(CASES))
@@ -144,28 +151,63 @@ def main() -> None:
 
     rows = []
     for name in args.cases:
-        command = [sys.executable, __file__, "--case-json", name, "--batch-size",
-                   str(args.batch_size)]
+        command = [
+            sys.executable,
+            __file__,
+            "--case-json",
+            name,
+            "--batch-size",
+            str(args.batch_size),
+        ]
         command += ["--full"] if args.full else ["--slices", str(args.slices)]
         out = subprocess.run(command, capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(f"done: {name}", file=sys.stderr)
 
-    header = ("case", "net", "input", "output", "stride", "patches", "s", "patch/s", "bare/s",
-              "e2e/bare", "vs loop", "RSS MB", "full vol s", "paper GPU s")
+    header = (
+        "case",
+        "net",
+        "input",
+        "output",
+        "stride",
+        "patches",
+        "s",
+        "patch/s",
+        "bare/s",
+        "e2e/bare",
+        "vs loop",
+        "RSS MB",
+        "full vol s",
+        "paper GPU s",
+    )
     print(" | ".join(header))
     print(" | ".join("---" for _ in header))
     for r in rows:
-        full = f"{r['full_seconds']:.0f}" + ("" if r["measured_slices"] == r["full_slices"]
-                                             else f" (extrapolated from {r['measured_slices']}"
-                                                  f"/{r['full_slices']} slices)")
-        print(" | ".join([
-            r["case"], r["network"], r["input"], r["output"], str(r["stride"]),
-            str(r["patches"]), f"{r['seconds']:.1f}", f"{r['patches_per_s']:.1f}",
-            f"{r['bare_patches_per_s']:.1f}", f"{r['e2e_over_bare']:.2f}",
-            f"{r['speedup_vs_loop']:.1f}x", f"{r['peak_rss_mb']:.0f}", full,
-            "-" if r["paper_seconds"] is None else f"{r['paper_seconds']:.0f}",
-        ]))
+        full = f"{r['full_seconds']:.0f}" + (
+            ""
+            if r["measured_slices"] == r["full_slices"]
+            else f" (extrapolated from {r['measured_slices']}/{r['full_slices']} slices)"
+        )
+        print(
+            " | ".join(
+                [
+                    r["case"],
+                    r["network"],
+                    r["input"],
+                    r["output"],
+                    str(r["stride"]),
+                    str(r["patches"]),
+                    f"{r['seconds']:.1f}",
+                    f"{r['patches_per_s']:.1f}",
+                    f"{r['bare_patches_per_s']:.1f}",
+                    f"{r['e2e_over_bare']:.2f}",
+                    f"{r['speedup_vs_loop']:.1f}x",
+                    f"{r['peak_rss_mb']:.0f}",
+                    full,
+                    "-" if r["paper_seconds"] is None else f"{r['paper_seconds']:.0f}",
+                ]
+            )
+        )
 
 
 if __name__ == "__main__":
