@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
             "shows the pipeline works but is NOT a super-resolved image.",
             file=sys.stderr,
         )
-    bar = None if args.quiet else _ProgressBar()
+    bar = None if args.quiet else ProgressBar()
     try:
         result = super_resolve(
             image,
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-class _ProgressBar:
+class ProgressBar:
     """tqdm bar counting patches; created lazily so its total is known."""
 
     def __init__(self) -> None:
