@@ -12,10 +12,12 @@ import json
 import os
 from pathlib import Path
 
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import CladeError
-from .model_file import LoadedModel, load_model
+
+if TYPE_CHECKING:  # torch loads only when a model does, so listing models stays light
+    from .model_file import LoadedModel
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 MANIFEST_PATH = MODELS_DIR / "manifest.json"
@@ -53,7 +55,7 @@ def sha256_of(path: str | os.PathLike) -> str:
 
 def resolve_model(
     name_or_path: str | os.PathLike,
-    device: str | torch.device = "cpu",
+    device: str = "cpu",
     manifest_path: Path = MANIFEST_PATH,
 ) -> LoadedModel:
     """Load a shipped model by name (checking its checksum) or a model file by path.
@@ -64,6 +66,8 @@ def resolve_model(
         ...
         CLADE.errors.CladeError: Unknown model 'no-such-model': give a model file path or one of the shipped models (none shipped yet).
     """
+    from .model_file import load_model
+
     text = str(name_or_path)
     entries = {entry["name"]: entry for entry in read_manifest(manifest_path)}
     if text in entries:

@@ -1,0 +1,236 @@
+"""A worker subprocess whose progress lines are read on threads and drained by the caller.
+
+Long work (inference, training) runs in a separate Python process so the Slicer GUI never
+blocks and a crash cannot take Slicer down. The worker prints one JSON object per line on stdout
+(and/or appends them to an events file); reader threads turn them into event dicts on a queue.
+The caller (a ``QTimer`` on Slicer's main thread) calls :meth:`WorkerProcess.drainEvents`, so
+MRML and Qt are only ever touched from the main thread. Threads here never touch either.
+
+Cancelling kills the whole process tree: the worker is started in its own process group
+(session) on POSIX, or its own process group on Windows, and the group is killed, so
+grandchildren (e.g. data-loader processes) cannot survive their parent.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+#: Event emitted once, last, when the process has ended and every line has been read.
+EXIT_EVENT = "exit"
+
+
+def parseEventLine(line: str, stream: str = "stdout") -> dict:
+    """Turn one output line into an event dict.
+
+    A JSON object with an ``"event"`` key is returned as is; anything else becomes a ``log``
+    event, so stray prints (warnings, library banners) never break the protocol.
+
+    Example:
+        >>> parseEventLine('{"event": "progress", "fraction": 0.5}')
+        {'event': 'progress', 'fraction': 0.5}
+        >>> parseEventLine("hello")
+        {'event': 'log', 'stream': 'stdout', 'text': 'hello'}
+    """
+    text = line.rstrip("\r\n")
+    if text.startswith("{"):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = None
+        if isinstance(value, dict) and "event" in value:
+            return value
+    return {"event": "log", "stream": stream, "text": text}
+
+
+class WorkerProcess:
+    """Run ``command`` and collect its events.
+
+    Example (blocking use, as in scripts and tests)::
+
+        worker = WorkerProcess([sys.executable, "-c", "print('{\\"event\\": \\"hi\\"}')"])
+        worker.start()
+        worker.wait()
+        events = worker.drainEvents()  # [{'event': 'hi'}, {'event': 'exit', ...}]
+    """
+
+    def __init__(self, command, env=None, cwd=None, eventsFile=None, errorLineCount=20,
+                 pollInterval=0.2):
+        self.command = [str(part) for part in command]
+        self.env = env
+        self.cwd = cwd
+        self.eventsFile = str(eventsFile) if eventsFile else None
+        self.pollInterval = pollInterval
+        self._events = queue.Queue()
+        self._errorLines = collections.deque(maxlen=errorLineCount)
+        self._process = None
+        self._threads = []
+        self._watcher = None
+        self._cancelled = False
+        self._finished = threading.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the process and its reader threads."""
+        if self._process is not None:
+            raise RuntimeError("This worker was already started.")
+        # An events file that already exists (a resumed run appends to it): only what this run
+        # adds is reported. Measured before the process starts, so none of its lines is missed.
+        try:
+            self._eventsFileStart = os.path.getsize(self.eventsFile) if self.eventsFile else 0
+        except OSError:
+            self._eventsFileStart = 0
+        kwargs = {}
+        if sys.platform == "win32":
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
+        else:
+            # Own session = own process group, so cancel() can kill the whole tree at once.
+            kwargs["start_new_session"] = True
+        self._process = subprocess.Popen(
+            self.command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=self.env,
+            cwd=self.cwd,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            bufsize=1,
+            **kwargs,
+        )
+        self._threads = [
+            threading.Thread(target=self._readStream, args=(self._process.stdout, "stdout"),
+                             daemon=True),
+            threading.Thread(target=self._readStream, args=(self._process.stderr, "stderr"),
+                             daemon=True),
+        ]
+        if self.eventsFile:
+            self._threads.append(threading.Thread(target=self._tailEventsFile, daemon=True))
+        for thread in self._threads:
+            thread.start()
+        self._watcher = threading.Thread(target=self._watch, daemon=True)
+        self._watcher.start()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def running(self) -> bool:
+        """True until the process ended and all its output was read."""
+        return self._process is not None and not self._finished.is_set()
+
+    @property
+    def finished(self) -> bool:
+        return self._finished.is_set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    @property
+    def returnCode(self) -> int | None:
+        return self._process.returncode if self._finished.is_set() else None
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Block until the process ended and all output was read; return its exit code."""
+        self._finished.wait(timeout)
+        return self.returnCode
+
+    def cancel(self, timeout: float = 5.0) -> None:
+        """Kill the process and all its descendants, then wait for the readers to finish."""
+        if self._process is None or self._finished.is_set():
+            return
+        self._cancelled = True
+        self._killTree(signal.SIGTERM if sys.platform != "win32" else None)
+        try:
+            self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._killTree(signal.SIGKILL if sys.platform != "win32" else None)
+            self._process.wait(timeout)
+        if sys.platform != "win32":
+            # Descendants that ignored SIGTERM while the leader exited: finish them off.
+            self._killTree(signal.SIGKILL)
+        self._finished.wait(timeout)
+
+    def _killTree(self, sig) -> None:
+        if sys.platform == "win32":
+            subprocess.run(["taskkill", "/F", "/T", "/PID", str(self._process.pid)],
+                           capture_output=True, check=False)
+            return
+        try:
+            os.killpg(self._process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    # -- results ---------------------------------------------------------------------------------
+
+    def drainEvents(self) -> list[dict]:
+        """All events that arrived since the last call, in arrival order (never blocks)."""
+        events = []
+        while True:
+            try:
+                events.append(self._events.get_nowait())
+            except queue.Empty:
+                return events
+
+    def lastErrorLines(self) -> list[str]:
+        """The last lines the process wrote on stderr (for error reports)."""
+        return list(self._errorLines)
+
+    # -- threads ---------------------------------------------------------------------------------
+
+    def _readStream(self, stream, name: str) -> None:
+        for line in iter(stream.readline, ""):
+            if name == "stderr":
+                if line.strip():
+                    self._errorLines.append(line.rstrip("\r\n"))
+                self._events.put({"event": "log", "stream": "stderr", "text": line.rstrip()})
+            else:
+                self._events.put(parseEventLine(line, name))
+        stream.close()
+
+    def _tailEventsFile(self) -> None:
+        # Bytes, not text: offsets stay exact, and a line is decoded only once it is complete.
+        position = self._eventsFileStart
+        pending = b""
+        while True:
+            done = self._process.poll() is not None
+            try:
+                with open(self.eventsFile, "rb") as handle:
+                    handle.seek(position)
+                    chunk = handle.read()
+                    position += len(chunk)
+            except FileNotFoundError:
+                chunk = b""
+            pending += chunk
+            # Only complete lines: the writer may be in the middle of one.
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    self._events.put(parseEventLine(line.decode("utf-8", "replace"), "events"))
+            if done:
+                if pending.strip():
+                    self._events.put(parseEventLine(pending.decode("utf-8", "replace"), "events"))
+                return
+            time.sleep(self.pollInterval)
+
+    def _watch(self) -> None:
+        self._process.wait()
+        for thread in self._threads:
+            thread.join()
+        self._events.put({
+            "event": EXIT_EVENT,
+            "returnCode": self._process.returncode,
+            "cancelled": self._cancelled,
+        })
+        self._finished.set()
