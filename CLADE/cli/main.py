@@ -18,6 +18,10 @@ from ..errors import CladeError
 SUBCOMMAND_MODULES = (
     "super_resolve",
     "models",
+    "train",
+    "simulate",
+    "evaluate",
+    "demo",
 )
 
 
