@@ -66,10 +66,20 @@ def run_demo(
     report = measure(comparison)
 
     volume = write_volume(result.image, out / "pelvis_t2_clade.nii.gz")
-    spline = write_volume(sitk.Cast(comparison.images[0], sitk.sitkFloat32),
-                          out / "pelvis_t2_spline.nii.gz")
+    spline = write_volume(
+        sitk.Cast(comparison.images[0], sitk.sitkFloat32), out / "pelvis_t2_spline.nii.gz"
+    )
     report_json = report.write(out / "metrics.json")
     report_csv = report.write(out / "metrics.csv")
     figure = save_evaluation_figure(comparison, report, out / "comparison.png")
-    return DemoResult(volume, spline, figure, report_json, report_csv, report.format_table(),
-                      result.summary(), time.perf_counter() - started, loaded.trained)
+    return DemoResult(
+        volume,
+        spline,
+        figure,
+        report_json,
+        report_csv,
+        report.format_table(),
+        result.summary(),
+        time.perf_counter() - started,
+        loaded.trained,
+    )

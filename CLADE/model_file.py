@@ -9,7 +9,8 @@ pickled code is ever executed)::
       "metadata": {                       # plain JSON-compatible values only
         "name": "mri",                    # short name
         "modality": "MR",                 # "MR" or "CT" (free text for other uses)
-        "architecture": {"base_filters": 64, "n_blocks": 6, "upsample": "transpose"},
+        "architecture": {"base_filters": 64, "n_blocks": 6, "upsample": "transpose",
+                         "residual": false},  # residual: optional, default false
         "normalisation": {"kind": "percentile", "low": 0.5, "high": 99.5},
         "patch_size": 32,
         "default_stride": 12,
@@ -76,6 +77,7 @@ def make_metadata(
     base_filters: int = 64,
     n_blocks: int = 6,
     upsample: str = "transpose",
+    residual: bool = False,
     normalisation: NormalisationRecipe | None = None,
     default_stride: int = 12,
     trained: bool = True,
@@ -85,12 +87,17 @@ def make_metadata(
 
     Example:
         >>> make_metadata("mri", "MR", base_filters=8, n_blocks=1)["architecture"]
-        {'base_filters': 8, 'n_blocks': 1, 'upsample': 'transpose'}
+        {'base_filters': 8, 'n_blocks': 1, 'upsample': 'transpose', 'residual': False}
     """
     return {
         "name": name,
         "modality": modality,
-        "architecture": {"base_filters": base_filters, "n_blocks": n_blocks, "upsample": upsample},
+        "architecture": {
+            "base_filters": base_filters,
+            "n_blocks": n_blocks,
+            "upsample": upsample,
+            "residual": bool(residual),
+        },
         "normalisation": (normalisation or NormalisationRecipe()).to_dict(),
         "patch_size": PATCH_SIZE,
         "default_stride": int(default_stride),
@@ -108,6 +115,7 @@ def build_generator(metadata: dict) -> ResnetGenerator:
         base_filters=int(arch["base_filters"]),
         n_blocks=int(arch["n_blocks"]),
         upsample=str(arch.get("upsample", "transpose")),
+        residual=bool(arch.get("residual", False)),
     )
 
 

@@ -129,6 +129,11 @@ class ResnetGenerator(nn.Module):
     x2 then a 3x3 ModConv) is an option against checkerboard artefacts. Patch sides must be
     multiples of 4.
 
+    ``residual=True`` (a fidelity safeguard beyond the paper) returns
+    ``clamp(x + g * net(x), -1, 1)`` with a learnt scalar gain ``g`` starting at 0: the untrained
+    network is exactly the identity (the spline input), and training can only add a correction.
+    Demodulation makes a zero-initialised last layer impossible, hence the separate gain.
+
     Example:
         >>> g = ResnetGenerator(base_filters=8, n_blocks=1)
         >>> y = g(torch.zeros(3, 1, 32, 32))
@@ -143,8 +148,12 @@ class ResnetGenerator(nn.Module):
         base_filters: int = 64,
         n_blocks: int = 6,
         upsample: str = "transpose",
+        residual: bool = False,
     ) -> None:
         super().__init__()
+        self.residual = residual
+        if residual:
+            self.residual_gain = nn.Parameter(torch.zeros(1))
         if upsample not in ("transpose", "resize"):
             raise ValueError(f"upsample must be 'transpose' or 'resize', not {upsample!r}")
         f = base_filters
@@ -182,6 +191,8 @@ class ResnetGenerator(nn.Module):
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.residual:
+            return torch.clamp(x + self.residual_gain * self.model(x), -1.0, 1.0)
         return self.model(x)
 
 

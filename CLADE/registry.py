@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from .errors import CladeError

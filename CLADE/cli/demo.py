@@ -29,8 +29,9 @@ def run(args: argparse.Namespace) -> int:
 
     bar = None if args.quiet else ProgressBar()
     try:
-        result = run_demo(args.out, args.model, args.stride, args.device,
-                          progress=bar.update if bar else None)
+        result = run_demo(
+            args.out, args.model, args.stride, args.device, progress=bar.update if bar else None
+        )
     finally:
         if bar:
             bar.close()
@@ -40,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"Metrics:  {result.report_json}, {result.report_csv}")
     print(f"Done in {result.seconds:.0f} s.")
     if not result.model_trained:
-        print("clade: warning: the model has random (untrained) weights: the output is NOT a "
-              "super-resolved image.", file=sys.stderr)
+        print(
+            "clade: warning: the model has random (untrained) weights: the output is NOT a "
+            "super-resolved image.",
+            file=sys.stderr,
+        )
     return 0

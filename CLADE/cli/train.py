@@ -22,6 +22,8 @@ _OVERRIDES = {
     "lambda_cyc": "lambda_cyc",
     "lambda_ident": "lambda_ident",
     "lambda_gmap": "lambda_gmap",
+    "lambda_paired": "lambda_paired",
+    "residual": "residual",
     "adversarial": "adversarial",
     "patches_per_slice": "patches_per_slice",
     "max_patches": "max_patches",
@@ -73,6 +75,18 @@ def add_parser(subparsers) -> None:
     group.add_argument("--lambda-cyc", type=float, help="cycle-consistency weight")
     group.add_argument("--lambda-ident", type=float, help="identity weight")
     group.add_argument("--lambda-gmap", type=float, help="gradient-mapping weight")
+    group.add_argument(
+        "--lambda-paired",
+        type=float,
+        help="weight of the self-supervised paired L1 term on HR patches degraded like thick "
+        "slices (fidelity safeguard beyond the paper; default 0 = off)",
+    )
+    group.add_argument(
+        "--residual",
+        action="store_true",
+        default=None,
+        help="generator adds a learnt correction to its input (starts as the identity)",
+    )
     group.add_argument(
         "--adversarial",
         choices=("bce", "lsgan"),

@@ -79,6 +79,12 @@ class TrainingConfig:
     lambda_ident: float = 1.0
     lambda_gmap: float = 5.0
     adversarial: str = "bce"
+    # Fidelity safeguards beyond the paper (issue 6; 0 / False = the paper's method):
+    # lambda_paired weighs |G_X(degraded y) - y|_1 on HR patches degraded along their rows like
+    # a thick-slice acquisition (CLADE.training.degradation); residual makes G_X start as the
+    # identity (CLADE.networks.ResnetGenerator).
+    lambda_paired: float = 0.0
+    residual: bool = False
     # Architecture (method section 4).
     base_filters: int = 64
     n_blocks: int = 6
@@ -146,7 +152,7 @@ class TrainingConfig:
                 f"The best-epoch metric must be one of {', '.join(BEST_METRICS)}.",
             ),
             (
-                min(self.lambda_cyc, self.lambda_ident, self.lambda_gmap) >= 0,
+                min(self.lambda_cyc, self.lambda_ident, self.lambda_gmap, self.lambda_paired) >= 0,
                 "Loss weights must be zero or positive.",
             ),
             (

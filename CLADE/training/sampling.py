@@ -95,6 +95,8 @@ class PatchBank:
     y_volume: np.ndarray
     volumes: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: ``y`` degraded along its rows like a thick-slice acquisition (paired term), or None.
+    y_degraded: np.ndarray | None = None
 
     def fingerprint(self) -> str:
         """A short hash of the patches: equal banks have equal fingerprints.
@@ -112,7 +114,8 @@ class PatchBank:
 
     @property
     def nbytes(self) -> int:
-        return int(self.x.nbytes + self.y.nbytes)
+        extra = 0 if self.y_degraded is None else self.y_degraded.nbytes
+        return int(self.x.nbytes + self.y.nbytes + extra)
 
 
 def sample_slices(
@@ -174,6 +177,8 @@ class PreparedVolume:
     array: np.ndarray
     thick_axis: int
     lr_axes: list[int]
+    #: Input thick spacing over the isotropic spacing (the super-resolution factor).
+    ratio: float = 1.0
 
 
 def prepare_volume(
@@ -205,7 +210,8 @@ def prepare_volume(
     low, high = NormalisationRecipe.from_dict(
         normalisation or {"kind": "percentile", "low": 0.5, "high": 99.5}
     ).window(array)
-    return PreparedVolume(IntensityWindow(low, high).normalise(array), thick, lr_axes)
+    ratio = image.GetSpacing()[thick] / iso.GetSpacing()[thick]
+    return PreparedVolume(IntensityWindow(low, high).normalise(array), thick, lr_axes, ratio)
 
 
 def sample_volume(
@@ -224,6 +230,35 @@ def sample_volume(
         >>> x.shape, y.shape   # 34 sagittal slices, 40 axial slices, 4 patches each
         ((136, 32, 32), (160, 32, 32))
     """
+    x, y, _ = sample_volume_patches(
+        volume, rng, patches_per_slice, patch_size, min_foreground, foreground_level, False
+    )
+    return x, y
+
+
+def sample_volume_patches(
+    volume: PreparedVolume,
+    rng: np.random.Generator,
+    patches_per_slice: int = 4,
+    patch_size: int = 32,
+    min_foreground: float = 0.0,
+    foreground_level: float = 0.05,
+    paired: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """:func:`sample_volume`, plus (``paired=True``) the Y patches degraded like thick slices.
+
+    The degraded patch ``i`` is cut at the same place as ``y[i]`` from its HR slice degraded along
+    the rows by :func:`CLADE.training.degradation.degrade_slice` with the volume's own ratio, so
+    that the pair teaches ``G_X`` the inverse of this volume's real degradation.
+
+    Example:
+        >>> v = PreparedVolume(np.zeros((40, 36, 34), np.float32), 2, [0], ratio=4.0)
+        >>> x, y, y_deg = sample_volume_patches(v, np.random.default_rng(0), paired=True)
+        >>> y.shape == y_deg.shape, x.shape
+        (True, (136, 32, 32))
+    """
+    from .degradation import degrade_slice
+
     threshold = -1.0 + 2.0 * foreground_level
     options = dict(
         patches_per_slice=patches_per_slice,
@@ -235,8 +270,18 @@ def sample_volume(
         sample_slices(lr_slice_stack(volume.array, axis, volume.thick_axis), rng, **options)[0]
         for axis in volume.lr_axes
     ]
-    y, _ = sample_slices(hr_slice_stack(volume.array, volume.thick_axis), rng, **options)
-    return np.concatenate(xs), y
+    hr = hr_slice_stack(volume.array, volume.thick_axis)
+    y, where = sample_slices(hr, rng, **options)
+    y_degraded = None
+    if paired:
+        p = patch_size
+        y_degraded = np.empty_like(y)
+        degraded_slices = {}
+        for i, (index, r, c) in enumerate(where):
+            if index not in degraded_slices:
+                degraded_slices = {index: degrade_slice(hr[index], volume.ratio)}
+            y_degraded[i] = degraded_slices[index][r : r + p, c : c + p]
+    return np.concatenate(xs), y, y_degraded
 
 
 def expand_inputs(data: Sequence[str | os.PathLike]) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -297,6 +342,7 @@ def build_patch_bank(
     foreground_level: float = 0.05,
     max_patches: int | None = None,
     on_volume: Callable[[dict], None] | None = None,
+    paired: bool = False,
 ) -> PatchBank:
     """Read every training volume in ``data`` one at a time and keep only its patches.
 
@@ -316,7 +362,7 @@ def build_patch_bank(
         ((160, 32, 32), (160, 32, 32), True)
     """
     candidates, skipped = expand_inputs(data)
-    xs, ys, x_volume, y_volume, volumes = [], [], [], [], []
+    xs, ys, ys_degraded, x_volume, y_volume, volumes = [], [], [], [], [], []
     for index, path in enumerate(candidates):
         report = {"path": str(path), "index": index + 1, "total": len(candidates)}
         try:
@@ -326,8 +372,14 @@ def build_patch_bank(
             # One independent stream per input position: adding a volume at the end of the
             # list does not change the patches of the others.
             rng = np.random.default_rng([seed, index])
-            x, y = sample_volume(
-                prepared, rng, patches_per_slice, patch_size, min_foreground, foreground_level
+            x, y, y_degraded = sample_volume_patches(
+                prepared,
+                rng,
+                patches_per_slice,
+                patch_size,
+                min_foreground,
+                foreground_level,
+                paired,
             )
             del prepared
             if len(x) == 0 or len(y) == 0:
@@ -343,6 +395,7 @@ def build_patch_bank(
         volumes.append(str(path))
         xs.append(x)
         ys.append(y)
+        ys_degraded.append(y_degraded)
         x_volume.append(np.full(len(x), number, np.int32))
         y_volume.append(np.full(len(y), number, np.int32))
         if on_volume:
@@ -362,6 +415,7 @@ def build_patch_bank(
         np.concatenate(y_volume),
         volumes,
         skipped,
+        np.concatenate(ys_degraded) if paired else None,
     )
     if max_patches is not None:
         rng = np.random.default_rng([seed, 2**31 - 1])
@@ -371,6 +425,8 @@ def build_patch_bank(
                 keep = np.sort(rng.choice(len(patches), max_patches, replace=False))
                 setattr(bank, name, patches[keep])
                 setattr(bank, f"{name}_volume", getattr(bank, f"{name}_volume")[keep])
+                if name == "y" and bank.y_degraded is not None:
+                    bank.y_degraded = bank.y_degraded[keep]
     return bank
 
 

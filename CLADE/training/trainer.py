@@ -67,7 +67,7 @@ from .presets import TrainingConfig
 from .sampling import EpochSampler, PatchBank, build_patch_bank, expand_inputs
 from .validation import ValidationSet, choose_metric, is_better, validate
 
-LOSS_NAMES = ("g_total", "adv", "cyc", "ident", "gmap", "d_x", "d_y")
+LOSS_NAMES = ("g_total", "adv", "cyc", "ident", "gmap", "d_x", "d_y", "paired")
 FINAL_MODEL = "model_final.pt"
 BEST_MODEL = "model_best.pt"
 PLOT_NAME = "training.png"
@@ -105,14 +105,22 @@ class CycleGenerators(nn.Module):
         super().__init__()
         self.g_x, self.g_y = g_x, g_y
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, identity: bool = True) -> dict:
-        n = x.shape[0]
+    def forward(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        identity: bool = True,
+        y_degraded: torch.Tensor | None = None,
+    ) -> dict:
+        # Everything G_X sees that does not depend on another generator's output goes through
+        # one call: x, then y (identity), then the degraded y (paired term).
+        first_x = [x] + ([y] if identity else []) + ([y_degraded] if y_degraded is not None else [])
+        outputs_x = self.g_x(torch.cat(first_x)).split([t.shape[0] for t in first_x])
+        fake_y = outputs_x[0]
         if identity:
-            fake_y, idt_y = self.g_x(torch.cat([x, y])).split([n, y.shape[0]])
-            fake_x, idt_x = self.g_y(torch.cat([y, x])).split([y.shape[0], n])
+            fake_x, idt_x = self.g_y(torch.cat([y, x])).split([y.shape[0], x.shape[0]])
         else:
-            fake_y, fake_x = self.g_x(x), self.g_y(y)
-            idt_y = idt_x = None
+            fake_x, idt_x = self.g_y(y), None
         out = {
             "fake_y": fake_y,
             "fake_x": fake_x,
@@ -120,7 +128,9 @@ class CycleGenerators(nn.Module):
             "rec_y": self.g_x(fake_x),
         }
         if identity:
-            out.update(idt_y=idt_y, idt_x=idt_x)
+            out.update(idt_y=outputs_x[1], idt_x=idt_x)
+        if y_degraded is not None:
+            out["paired_y"] = outputs_x[-1]
         return out
 
 
@@ -146,7 +156,10 @@ def build_networks(config: TrainingConfig) -> dict[str, nn.Module]:
 
     def generator() -> nn.Module:
         return ResnetGenerator(
-            base_filters=config.base_filters, n_blocks=config.n_blocks, upsample=config.upsample
+            base_filters=config.base_filters,
+            n_blocks=config.n_blocks,
+            upsample=config.upsample,
+            residual=config.residual,
         )
 
     def discriminator() -> nn.Module:
@@ -221,17 +234,25 @@ class TrainStep:
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp)
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Train on one batch; returns the detached losses in :data:`LOSS_NAMES` order."""
+    def __call__(
+        self, x: torch.Tensor, y: torch.Tensor, y_degraded: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Train on one batch; returns the detached losses in :data:`LOSS_NAMES` order.
+
+        ``y_degraded`` (the HR patches ``y`` degraded like thick slices) enables the paired
+        term when ``lambda_paired > 0``.
+        """
         c, kind = self.config, self.config.adversarial
         d_x, d_y = self.raw_discriminators.d_x, self.raw_discriminators.d_y
         identity = c.lambda_ident > 0
+        if c.lambda_paired <= 0:
+            y_degraded = None
 
         # Generators. The discriminators score the fakes without accumulating weight gradients
         # (and outside their DDP wrapper, whose reducer would otherwise expect a backward).
         _set_requires_grad(self.raw_discriminators, False)
         with self._autocast():
-            out = self.generators(x, y, identity)
+            out = self.generators(x, y, identity, y_degraded)
             adv = losses.adversarial_loss(d_y(out["fake_y"]), True, kind) + losses.adversarial_loss(
                 d_x(out["fake_x"]), True, kind
             )
@@ -249,7 +270,18 @@ class TrainStep:
             if identity
             else cyc.new_zeros(())
         )
-        g_total = adv + c.lambda_cyc * cyc + c.lambda_ident * ident + c.lambda_gmap * gmap
+        paired = (
+            losses.identity_loss(out["paired_y"], y)
+            if y_degraded is not None
+            else cyc.new_zeros(())
+        )
+        g_total = (
+            adv
+            + c.lambda_cyc * cyc
+            + c.lambda_ident * ident
+            + c.lambda_gmap * gmap
+            + c.lambda_paired * paired
+        )
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler.scale(g_total).backward()
         self.scaler.step(self.opt_g)
@@ -271,7 +303,8 @@ class TrainStep:
         self.scaler.scale(loss_dx + loss_dy).backward()
         self.scaler.step(self.opt_d)
         self.scaler.update()
-        return torch.stack([g_total, adv, cyc, ident, gmap, loss_dx, loss_dy]).detach().float()
+        values = [g_total, adv, cyc, ident, gmap, loss_dx, loss_dy, paired]
+        return torch.stack([v.float() for v in values]).detach()
 
     def state_dict(self) -> dict:
         state = {name: net.state_dict() for name, net in self.networks.items()}
@@ -532,6 +565,7 @@ class _Session:
             foreground_level=c.foreground_level,
             max_patches=c.max_patches,
             on_volume=on_volume,
+            paired=c.lambda_paired > 0,
         )
         if self.stored is not None:
             expected = (self.checkpoint["data"] if self.checkpoint else self.record)["fingerprint"]
@@ -603,8 +637,13 @@ class _Session:
                 if seen is not None:
                     seen["x"].append(x_idx)
                     seen["y"].append(y_idx)
+                degraded = (
+                    None
+                    if self.bank.y_degraded is None
+                    else self._batch(self.bank.y_degraded, y_idx)
+                )
                 values = self.step_fn(
-                    self._batch(self.bank.x, x_idx), self._batch(self.bank.y, y_idx)
+                    self._batch(self.bank.x, x_idx), self._batch(self.bank.y, y_idx), degraded
                 )
                 self.sums += values
                 self.sum_steps += 1
@@ -769,6 +808,7 @@ class _Session:
             base_filters=c.base_filters,
             n_blocks=c.n_blocks,
             upsample=c.upsample,
+            residual=c.residual,
             normalisation=NormalisationRecipe.from_dict(c.normalisation),
             default_stride=c.default_stride,
             trained=True,

@@ -30,7 +30,7 @@ PRESETS = {
 }
 
 #: Loss curves plotted, in the order of the legend (keys of the ``losses`` dict of step events).
-PLOTTED_LOSSES = ("g_total", "adv", "cyc", "ident", "gmap", "d_x", "d_y")
+PLOTTED_LOSSES = ("g_total", "adv", "cyc", "ident", "gmap", "d_x", "d_y", "paired")
 
 EVENTS_FILE_NAME = "events.jsonl"
 
