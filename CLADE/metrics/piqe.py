@@ -195,17 +195,7 @@ def _scaled_padded(stack: np.ndarray) -> np.ndarray:
 def _blur(images: np.ndarray) -> np.ndarray:
     """Separable 7-tap Gaussian over the last two axes, borders replicated (MATLAB/OpenCV)."""
     out = correlate1d(images, _KERNEL, axis=-1, mode="nearest")
-    # Along the rows, shifted whole-row slabs are contiguous in memory, which is several times
-    # faster than filtering strided columns one by one; the kernel is symmetric.
-    rows = out.shape[-2]
-    padded = np.concatenate([out[..., :1, :]] * 3 + [out] + [out[..., -1:, :]] * 3, axis=-2)
-    result = padded[..., 3 : 3 + rows, :] * _KERNEL[3]
-    term = np.empty_like(result)
-    for k in range(3):
-        np.add(padded[..., k : k + rows, :], padded[..., 6 - k : 6 - k + rows, :], out=term)
-        term *= _KERNEL[k]
-        result += term
-    return result
+    return correlate1d(out, _KERNEL, axis=-2, mode="nearest")
 
 
 def _impaired(blocks: np.ndarray) -> np.ndarray:

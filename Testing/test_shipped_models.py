@@ -1,0 +1,84 @@
+"""The shipped models and the main job, end to end (the slow tests on the real models)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from CLADE.errors import CladeError
+from CLADE.inference import super_resolve
+from CLADE.registry import MANIFEST_PATH, read_manifest, resolve_model, sha256_of
+
+pytestmark = pytest.mark.slow
+
+
+def test_mri_and_ct_are_shipped_with_matching_checksums():
+    entries = {entry["name"]: entry for entry in read_manifest()}
+    assert {"mri", "ct"} <= set(entries)
+    for name, entry in entries.items():
+        path = MANIFEST_PATH.parent / entry["file"]
+        assert sha256_of(path) == entry["sha256"]
+        model = resolve_model(name)
+        assert model.trained and model.metadata["name"] == name
+        assert model.default_stride == entry["default_stride"]
+        assert next(model.generator.parameters()).dtype.is_floating_point
+
+
+@pytest.mark.parametrize("name,source,crop", [
+    ("mri", "mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain2.nrrd", (slice(96, 160), slice(96, 160), slice(None))),
+    ("ct", "abdomen_ct_native_20sl_totalseg.nii.gz", (slice(200, 264), slice(200, 264), slice(None))),
+])
+def test_shipped_model_super_resolves_a_real_volume(shared_data, name, source, crop):
+    image = sitk.ReadImage(str(shared_data / source))[crop]
+    before = sitk.GetArrayFromImage(image).copy()
+    result = super_resolve(image, resolve_model(name), stride=16, device="cpu")
+    out = sitk.GetArrayFromImage(result.image)
+    assert np.isfinite(out).all()
+    assert result.image.GetSize()[:2] == image.GetSize()[:2]
+    extent = image.GetSize()[2] * image.GetSpacing()[2]
+    assert result.image.GetSize()[2] * result.image.GetSpacing()[2] == pytest.approx(extent)
+    assert result.image.GetDirection() == pytest.approx(image.GetDirection())
+    # A trained model returns an image of the input, not noise: close to the spline baseline.
+    from CLADE.geometry import resample_to_isotropic
+
+    spline = sitk.GetArrayFromImage(resample_to_isotropic(image, 2))
+    correlation = np.corrcoef(out.ravel(), spline.ravel())[0, 1]
+    assert correlation > 0.9
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image), before)
+
+
+def test_a_tampered_shipped_model_is_refused(tmp_path):
+    entry = next(e for e in read_manifest() if e["name"] == "mri")
+    copy = tmp_path / entry["file"]
+    shutil.copy(MANIFEST_PATH.parent / entry["file"], copy)
+    data = bytearray(copy.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one byte changed
+    copy.write_bytes(bytes(data))
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"models": [entry]}))
+    with pytest.raises(CladeError, match="does not match its checksum"):
+        resolve_model("mri", manifest_path=manifest)
+
+
+def test_clade_demo_writes_its_outputs(tmp_path):
+    out = tmp_path / "demo"
+    result = subprocess.run(
+        [sys.executable, "-m", "CLADE", "demo", "--out", str(out), "--quiet", "--stride", "24"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "random (untrained)" not in result.stderr
+    volume = sitk.ReadImage(str(out / "pelvis_t2_clade.nii.gz"))
+    assert volume.GetSize() == (160, 160, 84)
+    rows = json.loads((out / "metrics.json").read_text())
+    names = json.dumps(rows)
+    assert "spline" in names and "CLADE (mri)" in names
+    png = (out / "comparison.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert "Done in" in result.stdout

@@ -1,0 +1,56 @@
+"""Copy a trained model into the package as a shipped model and list it in the manifest.
+
+The weights are stored in float16 (half the size; loaded as float32, see CLADE.model_file), the
+model is renamed, and ``CLADE/models/manifest.json`` gets (or replaces) its entry with the file's
+SHA-256, which every load checks.
+
+Usage::
+
+    python models/ship_model.py runs/train-mri/model_best.pt mri \
+        --description "Pelvic and brain MRI, ..." --card models/cards/mri.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from CLADE.model_file import load_model, save_model
+from CLADE.registry import MANIFEST_PATH, MODELS_DIR, sha256_of
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help="trained model file (from clade train)")
+    parser.add_argument("name", help="shipped name, e.g. mri or ct")
+    parser.add_argument("--description", required=True)
+    parser.add_argument("--card", help="model card (Markdown), path relative to the repository")
+    parser.add_argument("--quality", help="JSON file of measured quality to copy into the entry")
+    args = parser.parse_args()
+
+    loaded = load_model(args.model)
+    metadata = dict(loaded.metadata, name=args.name)
+    target = MODELS_DIR / f"clade_{args.name}.pt"
+    save_model(target, loaded.generator, metadata, half=True)
+    entry = {
+        "name": args.name,
+        "file": target.name,
+        "sha256": sha256_of(target),
+        "modality": metadata["modality"],
+        "default_stride": int(metadata.get("default_stride", 12)),
+        "description": args.description,
+    }
+    if args.card:
+        entry["card"] = args.card
+    if args.quality:
+        entry["quality"] = json.loads(Path(args.quality).read_text())
+    manifest = json.loads(MANIFEST_PATH.read_text())
+    manifest["models"] = [m for m in manifest["models"] if m["name"] != args.name] + [entry]
+    manifest["models"].sort(key=lambda m: m["name"])
+    MANIFEST_PATH.write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"shipped {target} ({target.stat().st_size / 1e6:.1f} MB), sha256 {entry['sha256']}")
+
+
+if __name__ == "__main__":
+    main()
