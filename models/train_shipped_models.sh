@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${CLADE_SHARED_DATA:-../shared/data}
-EPOCHS=${EPOCHS:-4}
+EPOCHS=${EPOCHS:-3}
 python benchmarks/prepare_eval_data.py
 python models/prepare_validation.py runs/eval-data runs/validation
 
