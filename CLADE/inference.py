@@ -2,7 +2,8 @@
 
 The steps (method section 7): cubic B-spline to the isotropic grid (:mod:`CLADE.geometry`),
 normalise to [-1, 1], cut every LR-plane slice into 32x32 patches at the stride, run the
-generator ``G_X`` on all patches in batches, average-blend, de-normalise. With ``plane="both"``
+generator ``G_X`` on all patches in batches, average-blend, de-normalise, and add back what the
+normalisation window clipped (so voxels outside the window keep their spline values). With ``plane="both"``
 this is done in both LR planes and the two results are averaged (the paper's future work).
 
 Slices are processed in chunks holding about ``chunk_patches`` patches, so memory stays bounded
@@ -134,6 +135,10 @@ def super_resolve(
     volume = sitk.GetArrayFromImage(isotropic)
     window = IntensityWindow(*model.normalisation.window(volume))
     normalised = window.normalise(volume)
+    # Intensity preservation (ours): what the window clips (e.g. the brightest 0.5% of an MRI,
+    # dense bone in CT) is added back after inference, so those voxels keep their spline value
+    # instead of being flattened to the window's edge.
+    overflow = volume - np.clip(volume, window.low, window.high)
     del volume
 
     runner = _PatchRunner(model, settings, batch, chunk_patches, progress, cancel, started)
@@ -155,7 +160,10 @@ def super_resolve(
         output += from_lr_slice_stack(result, slice_axis, axis)
     output /= len(slice_axes)
 
-    result_image = sitk.GetImageFromArray(window.denormalise(output))
+    output = window.denormalise(output)
+    output += overflow
+    del overflow
+    result_image = sitk.GetImageFromArray(output)
     result_image.CopyInformation(isotropic)
     seconds = time.perf_counter() - started
     names = {0: "sagittal", 1: "coronal", 2: "axial"}

@@ -71,3 +71,23 @@ def test_batch_and_chunk_sizes_do_not_change_the_result():
     assert np.abs(reference - sitk.GetArrayFromImage(resample_to_isotropic(image, 2))).max() > 1
     for run in runs[1:]:
         np.testing.assert_allclose(sitk.GetArrayFromImage(run.image), reference, atol=1e-3)
+
+
+def test_values_outside_the_window_keep_their_spline_value():
+    # A percentile window clips the brightest voxels; the identity model must still return the
+    # spline volume exactly, bright spots included.
+    from helpers import AddConstant
+
+    from CLADE.model_file import make_metadata
+    from CLADE.normalisation import NormalisationRecipe
+
+    image = make_volume(size=(40, 36, 6), spacing=(1.0, 1.0, 4.0))
+    array = sitk.GetArrayFromImage(image)
+    array[3, 10:14, 10:14] = 5000.0  # far above the 99.5th percentile
+    bright = sitk.GetImageFromArray(array)
+    bright.CopyInformation(image)
+    meta = make_metadata("id", "MR", normalisation=NormalisationRecipe(), default_stride=12)
+    result = super_resolve(bright, LoadedModel(AddConstant(0.0), meta), device="cpu")
+    expected = sitk.GetArrayFromImage(resample_to_isotropic(bright, 2))
+    np.testing.assert_allclose(sitk.GetArrayFromImage(result.image), expected, atol=1e-2)
+    assert sitk.GetArrayFromImage(result.image).max() > 4000
