@@ -151,8 +151,7 @@ def test_slicer_self_test_runs_on_the_shipped_model(thinModule):
     from CLADESuperResolutionLib import ModelCatalog
 
     logic = thinModule.CLADESuperResolutionLogic()
-    if not ModelCatalog.shippedModels(logic.manifestPath()):
-        pytest.skip("no shipped model yet (CLADE/models/manifest.json is empty)")
+    assert ModelCatalog.shippedModels(logic.manifestPath()), "no shipped model in the manifest"
     test = thinModule.CLADESuperResolutionTest()
     test.runTest()
 
