@@ -60,10 +60,12 @@ def resolve_model(
     """Load a shipped model by name (checking its checksum) or a model file by path.
 
     Example:
+        >>> resolve_model("mri").metadata["modality"]
+        'MR'
         >>> resolve_model("no-such-model")
         Traceback (most recent call last):
         ...
-        CLADE.errors.CladeError: Unknown model 'no-such-model': give a model file path or one of the shipped models (none shipped yet).
+        CLADE.errors.CladeError: Unknown model 'no-such-model': give a model file path or one of the shipped models (ct, mri).
     """
     from .model_file import load_model
 

@@ -75,7 +75,9 @@ def test_run_writes_everything(trained):
     steps = [e for e in events if e["event"] == "step"]
     assert [s["step"] for s in steps if s["epoch"] == 1] == [2, 4, 6, 8]
     for step in steps:
-        assert set(step["losses"]) == {"g_total", "adv", "cyc", "ident", "gmap", "d_x", "d_y"}
+        assert set(step["losses"]) == {
+            "g_total", "adv", "cyc", "ident", "gmap", "d_x", "d_y", "paired"
+        }
         assert all(math.isfinite(v) for v in step["losses"].values())
         assert step["patches_per_s"] > 0 and step["eta_s"] >= 0
     assert steps[-1]["progress"] == 1.0 and steps[-1]["eta_s"] == 0
@@ -115,6 +117,7 @@ def test_exported_model_loads_and_super_resolves(trained, crops):
         "base_filters": 4,
         "n_blocks": 1,
         "upsample": "transpose",
+        "residual": False,
     }
     image = sitk.ReadImage(str(crops / "val.nrrd"))
     result = super_resolve(image, model, stride=16, device="cpu")
