@@ -19,7 +19,7 @@ from pathlib import Path
 from . import CoreLocator
 from .InputValidation import validateInputVolume
 from .VolumeConversion import imageFromVolumeNode, updateVolumeNodeFromImage
-from .WorkerProcess import EXIT_EVENT, WorkerProcess
+from .WorkerProcess import EXIT_EVENT, PollingJob, WorkerProcess
 
 #: The worker script run by the job's subprocess.
 WORKER_SCRIPT = Path(__file__).resolve().parent / "SuperResolutionWorker.py"
@@ -124,7 +124,7 @@ def pythonExecutable() -> str:
     return sys.executable
 
 
-class SuperResolutionJob:
+class SuperResolutionJob(PollingJob):
     """One super-resolution run in a worker process, polled from the main thread.
 
     Typical use (the widget calls :meth:`poll` from a ``QTimer``)::
@@ -135,6 +135,8 @@ class SuperResolutionJob:
             for event in job.poll(): ...   # progress events update the GUI
         job.outputNode  # set when job.state == "succeeded"; job.errorMessage otherwise
     """
+
+    pollInterval = 0.05
 
     RUNNING, SUCCEEDED, FAILED, CANCELLED = "running", "succeeded", "failed", "cancelled"
 
@@ -219,19 +221,6 @@ class SuperResolutionJob:
                 self._finish(cancelled=event.get("cancelled", False),
                              returnCode=event.get("returnCode"))
         return events
-
-    def wait(self, timeout: float | None = None, pollInterval: float = 0.05) -> str:
-        """Block until done (scripts and tests); return the final state."""
-        import time
-
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.done:
-            self.poll()
-            if deadline is not None and time.monotonic() > deadline:
-                self.cancel()
-                break
-            time.sleep(pollInterval)
-        return self.state
 
     def _finish(self, cancelled: bool, returnCode: int | None = None) -> None:
         try:

@@ -19,7 +19,7 @@ from .InputValidation import validateTrainingInputs, volumeFilesInFolder
 from .ModelCatalog import exportedModels
 from .SuperResolutionLogic import pythonExecutable
 from .VolumeConversion import imageFromVolumeNode
-from .WorkerProcess import EXIT_EVENT, WorkerProcess
+from .WorkerProcess import EXIT_EVENT, PollingJob, WorkerProcess
 
 #: Loss weights (cyc, ident, gmap) and batch size of the core's presets (the paper's grid search
 #: for the weights). Kept here because importing ``CLADE.training.presets`` imports torch; a test
@@ -187,7 +187,7 @@ class TrainingCurves:
         nodes["series"][name] = series
 
 
-class TrainingJob:
+class TrainingJob(PollingJob):
     """One ``clade train`` run in a worker process, polled from the main thread.
 
     Volumes selected as nodes are exported to a temporary folder (removed at the end); volumes
@@ -290,18 +290,6 @@ class TrainingJob:
             return
         self.worker.cancel()
         self._finish(True, None)
-
-    def wait(self, timeout: float | None = None, pollInterval: float = 0.1) -> str:
-        import time
-
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.done:
-            self.poll()
-            if deadline is not None and time.monotonic() > deadline:
-                self.cancel()
-                break
-            time.sleep(pollInterval)
-        return self.state
 
     def _finish(self, cancelled: bool, returnCode) -> None:
         if cancelled:

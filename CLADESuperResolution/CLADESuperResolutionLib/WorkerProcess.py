@@ -234,3 +234,26 @@ class WorkerProcess:
             "cancelled": self._cancelled,
         })
         self._finished.set()
+
+
+class PollingJob:
+    """Shared ``wait`` for jobs that expose ``done``, ``poll()``, ``cancel()`` and ``state``.
+
+    The GUI drains jobs with a QTimer; scripts and tests block with :meth:`wait` instead.
+    """
+
+    pollInterval = 0.1
+
+    def wait(self, timeout: float | None = None, pollInterval: float | None = None) -> str:
+        """Block until done (cancelling after ``timeout`` seconds); return the final state."""
+        import time
+
+        interval = self.pollInterval if pollInterval is None else pollInterval
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.done:
+            self.poll()
+            if deadline is not None and time.monotonic() > deadline:
+                self.cancel()
+                break
+            time.sleep(interval)
+        return self.state
