@@ -7,12 +7,16 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 import torch
 
-from CLADE.networks import ResnetGenerator, fuse_for_inference
+from CLADE.errors import CladeError
+from CLADE.networks import RESIDUAL_GAIN, ResnetGenerator, fuse_for_inference
 from CLADE.training.degradation import blur_rows, degrade_slice
+from CLADE.training.presets import TrainingConfig
 from CLADE.training.sampling import PreparedVolume, sample_volume_patches
+from CLADE.training.trainer import LOSS_NAMES, TrainStep, build_networks
 
 
 def test_residual_generator_adds_a_scaled_correction_to_its_input():
@@ -21,7 +25,10 @@ def test_residual_generator_adds_a_scaled_correction_to_its_input():
     x = torch.rand(3, 1, 32, 32) * 1.6 - 0.8
     correction = generator.model(x)
     # Starts near the identity but with a live branch, so the body gets gradients.
-    torch.testing.assert_close(generator(x), x + 0.1 * correction)
+    torch.testing.assert_close(generator(x), x + RESIDUAL_GAIN * correction)
+    # The gain is fixed: saved with the weights, never trained (a learnt gain collapses to 0).
+    assert 'residual_gain' in generator.state_dict()
+    assert all(name != 'residual_gain' for name, _ in generator.named_parameters())
     loss = (generator(x) - x.flip(-1)).abs().mean()
     loss.backward()
     assert generator.model[1].weight.grad.abs().sum() > 0
@@ -29,9 +36,19 @@ def test_residual_generator_adds_a_scaled_correction_to_its_input():
         generator.residual_gain.zero_()
     torch.testing.assert_close(generator(x), x)
     torch.testing.assert_close(fuse_for_inference(generator)(x), x)
+    # No tanh and no clamp on the residual path: both saturate and cut the gradient. A target
+    # at the window floor (-1) with an input above it must still pull the output down.
+    generator.zero_grad()
+    floor = torch.full_like(x, -1.0)
+    start = torch.full_like(x, -0.95)
+    (generator(start) - floor).abs().mean().backward()
+    assert generator.model[1].weight.grad.abs().sum() == 0  # gain is 0 here: no branch
     with torch.no_grad():
-        generator.residual_gain.fill_(5.0)
-    assert generator(x * 10).abs().max() <= 1.0  # clamped to the tanh range
+        generator.residual_gain.fill_(RESIDUAL_GAIN)
+    generator.zero_grad()
+    (generator(start) - floor).abs().mean().backward()
+    assert generator.model[-1].bias.grad.item() > 0  # the last layer is pushed down
+    assert not isinstance(generator.model[-1], torch.nn.Tanh)
 
 
 def test_degradation_blurs_along_rows_only():
@@ -103,14 +120,82 @@ def test_training_with_safeguards_logs_the_paired_loss_and_exports_a_residual_mo
         "cpu",
     ]
     runs = {}
-    for name, extra in (("on", ["--lambda-paired", "5", "--residual"]), ("off", [])):
+    on = ["--lambda-paired", "5", "--residual", "--epochs", "2", "--warmup-epochs", "1"]
+    for name, extra in (("on", on), ("off", [])):
         out = tmp_path / name
         result = subprocess.run(
             base + ["--out", str(out)] + extra, capture_output=True, text=True, timeout=600
         )
         assert result.returncode == 0, result.stderr
         events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
-        runs[name] = [e for e in events if e["event"] == "epoch"][-1]["losses"]["paired"]
+        epochs = [e for e in events if e["event"] == "epoch"]
+        runs[name] = epochs[-1]["losses"]["paired"]
+        if name == "on":
+            # Epoch 1 is a warm-up: G_X on the paired term alone, no adversarial game.
+            first, second = epochs[0]["losses"], epochs[1]["losses"]
+            assert first["paired"] > 0 and first["adv"] == 0 and first["d_x"] == 0
+            assert second["adv"] > 0 and second["d_x"] > 0 and second["cyc"] > 0
         metadata = torch.load(out / "model_final.pt", weights_only=True)["metadata"]
         assert metadata["architecture"]["residual"] is (name == "on")
     assert runs["on"] > 0 and runs["off"] == 0
+
+
+def _copy_state(network):
+    return {k: v.clone() for k, v in network.state_dict().items()}
+
+
+def test_warmup_step_trains_only_g_x_on_the_paired_term():
+    config = TrainingConfig(
+        base_filters=4, n_blocks=1, disc_filters=4, lambda_paired=5.0, residual=True,
+        warmup_epochs=1,
+    )
+    torch.manual_seed(0)
+    networks = build_networks(config)
+    step = TrainStep(networks, config, torch.device("cpu"))
+    before = {name: _copy_state(net) for name, net in networks.items()}
+    y = torch.rand(4, 1, 32, 32) * 2 - 1
+    y_degraded = torch.from_numpy(
+        np.stack([degrade_slice(patch[0].numpy(), 4.0) for patch in y])
+    )[:, None]
+    with torch.no_grad():
+        expected_paired = float((networks["g_x"](y_degraded) - y).abs().mean())
+    values = dict(zip(LOSS_NAMES, step.warmup(y, y_degraded).tolist()))
+    assert values["paired"] == pytest.approx(expected_paired, rel=1e-5)
+    assert values["g_total"] == pytest.approx(5.0 * expected_paired, rel=1e-5)
+    assert values["adv"] == values["d_x"] == values["cyc"] == 0
+    changed = {
+        name: any(not torch.equal(before[name][k], v) for k, v in net.state_dict().items())
+        for name, net in networks.items()
+    }
+    assert changed == {"g_x": True, "g_y": False, "d_x": False, "d_y": False}
+
+
+def test_warmup_without_the_paired_term_is_refused():
+    with pytest.raises(CladeError, match="--lambda-paired"):
+        TrainingConfig(warmup_epochs=2).validate()
+
+
+def test_paired_ratios_choose_the_simulated_thickness():
+    rng = np.random.default_rng(0)
+    array = rng.uniform(-1, 1, (40, 36, 34)).astype(np.float32)
+    volume = PreparedVolume(array, thick_axis=2, lr_axes=[0], ratio=2.0)
+    own = sample_volume_patches(volume, np.random.default_rng(3), paired=True)
+    wide = sample_volume_patches(
+        volume, np.random.default_rng(3), paired=True, paired_ratios=(6.0, 6.0)
+    )
+    np.testing.assert_array_equal(own[1], wide[1])  # same clean patches
+    # Patch 0 comes from HR slice 0 (first in the stack); find its position in that slice.
+    hr_slice, y0 = array[0], wide[1][0]
+    positions = [
+        (r, c)
+        for r in range(hr_slice.shape[0] - 31)
+        for c in range(hr_slice.shape[1] - 31)
+        if np.array_equal(hr_slice[r : r + 32, c : c + 32].astype(np.float16), y0)
+    ]
+    assert len(positions) == 1
+    r, c = positions[0]
+    for ratio, result in ((2.0, own), (6.0, wide)):
+        np.testing.assert_allclose(
+            result[2][0], degrade_slice(hr_slice, ratio)[r : r + 32, c : c + 32].astype(np.float16)
+        )
+    assert not np.array_equal(own[2], wide[2])

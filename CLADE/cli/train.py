@@ -24,6 +24,8 @@ _OVERRIDES = {
     "lambda_gmap": "lambda_gmap",
     "lambda_paired": "lambda_paired",
     "residual": "residual",
+    "warmup_epochs": "warmup_epochs",
+    "paired_ratios": "paired_ratios",
     "adversarial": "adversarial",
     "patches_per_slice": "patches_per_slice",
     "max_patches": "max_patches",
@@ -80,6 +82,20 @@ def add_parser(subparsers) -> None:
         type=float,
         help="weight of the self-supervised paired L1 term on HR patches degraded like thick "
         "slices (fidelity safeguard beyond the paper; default 0 = off)",
+    )
+    group.add_argument(
+        "--warmup-epochs",
+        type=int,
+        help="first epochs train G_X on the paired term alone, ~10x cheaper per pair than a "
+        "full step (needs --lambda-paired; default 0)",
+    )
+    group.add_argument(
+        "--paired-ratios",
+        nargs=2,
+        type=float,
+        metavar=("LOW", "HIGH"),
+        help="draw the paired term's simulated slice-thickness ratio per HR slice from this "
+        "range instead of each volume's own (teaches thicknesses the cohort lacks)",
     )
     group.add_argument(
         "--residual",

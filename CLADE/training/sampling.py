@@ -244,12 +244,16 @@ def sample_volume_patches(
     min_foreground: float = 0.0,
     foreground_level: float = 0.05,
     paired: bool = False,
+    paired_ratios: Sequence[float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """:func:`sample_volume`, plus (``paired=True``) the Y patches degraded like thick slices.
 
     The degraded patch ``i`` is cut at the same place as ``y[i]`` from its HR slice degraded along
     the rows by :func:`CLADE.training.degradation.degrade_slice` with the volume's own ratio, so
     that the pair teaches ``G_X`` the inverse of this volume's real degradation.
+    ``paired_ratios=(low, high)`` instead draws each HR slice's ratio uniformly from that range,
+    so a cohort of one slice thickness still teaches the model the thicknesses it will meet
+    (e.g. a 2 mm CT teaching a model used on 5 mm CT).
 
     Example:
         >>> v = PreparedVolume(np.zeros((40, 36, 34), np.float32), 2, [0], ratio=4.0)
@@ -279,7 +283,8 @@ def sample_volume_patches(
         degraded_slices = {}
         for i, (index, r, c) in enumerate(where):
             if index not in degraded_slices:
-                degraded_slices = {index: degrade_slice(hr[index], volume.ratio)}
+                ratio = volume.ratio if paired_ratios is None else rng.uniform(*paired_ratios)
+                degraded_slices = {index: degrade_slice(hr[index], ratio)}
             y_degraded[i] = degraded_slices[index][r : r + p, c : c + p]
     return np.concatenate(xs), y, y_degraded
 
@@ -343,6 +348,7 @@ def build_patch_bank(
     max_patches: int | None = None,
     on_volume: Callable[[dict], None] | None = None,
     paired: bool = False,
+    paired_ratios: Sequence[float] | None = None,
 ) -> PatchBank:
     """Read every training volume in ``data`` one at a time and keep only its patches.
 
@@ -380,6 +386,7 @@ def build_patch_bank(
                 min_foreground,
                 foreground_level,
                 paired,
+                paired_ratios,
             )
             del prepared
             if len(x) == 0 or len(y) == 0:

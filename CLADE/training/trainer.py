@@ -306,6 +306,30 @@ class TrainStep:
         values = [g_total, adv, cyc, ident, gmap, loss_dx, loss_dy, paired]
         return torch.stack([v.float() for v in values]).detach()
 
+    def warmup(self, y: torch.Tensor, y_degraded: torch.Tensor) -> torch.Tensor:
+        """Train G_X on the paired term alone (a warm-up epoch); returns the losses like a step.
+
+        Only G_X runs, once, so under DDP its gradients are averaged by hand instead of by the
+        wrapper (which expects the whole cycle pass and would wait for G_Y's gradients).
+        """
+        g_x = self.networks["g_x"]
+        with self._autocast():
+            paired = losses.identity_loss(g_x(y_degraded), y)
+        g_total = self.config.lambda_paired * paired
+        self.opt_g.zero_grad(set_to_none=True)
+        self.scaler.scale(g_total).backward()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            world = torch.distributed.get_world_size()
+            for parameter in g_x.parameters():
+                if parameter.grad is not None:
+                    torch.distributed.all_reduce(parameter.grad)
+                    parameter.grad /= world
+        self.scaler.step(self.opt_g)
+        self.scaler.update()
+        zero = paired.new_zeros(())
+        values = [g_total, zero, zero, zero, zero, zero, zero, paired]
+        return torch.stack([v.float() for v in values]).detach()
+
     def state_dict(self) -> dict:
         state = {name: net.state_dict() for name, net in self.networks.items()}
         state.update(
@@ -566,6 +590,7 @@ class _Session:
             max_patches=c.max_patches,
             on_volume=on_volume,
             paired=c.lambda_paired > 0,
+            paired_ratios=c.paired_ratios,
         )
         if self.stored is not None:
             expected = (self.checkpoint["data"] if self.checkpoint else self.record)["fingerprint"]
@@ -642,9 +667,12 @@ class _Session:
                     if self.bank.y_degraded is None
                     else self._batch(self.bank.y_degraded, y_idx)
                 )
-                values = self.step_fn(
-                    self._batch(self.bank.x, x_idx), self._batch(self.bank.y, y_idx), degraded
-                )
+                if self.epoch < c.warmup_epochs:
+                    values = self.step_fn.warmup(self._batch(self.bank.y, y_idx), degraded)
+                else:
+                    values = self.step_fn(
+                        self._batch(self.bank.x, x_idx), self._batch(self.bank.y, y_idx), degraded
+                    )
                 self.sums += values
                 self.sum_steps += 1
                 window_sums += values
