@@ -121,6 +121,7 @@ def test_training_with_safeguards_logs_the_paired_loss_and_exports_a_residual_mo
     ]
     runs = {}
     on = ["--lambda-paired", "5", "--residual", "--epochs", "2", "--warmup-epochs", "1"]
+    on += ["--lambda-dc", "2"]
     for name, extra in (("on", on), ("off", [])):
         out = tmp_path / name
         result = subprocess.run(
@@ -135,6 +136,7 @@ def test_training_with_safeguards_logs_the_paired_loss_and_exports_a_residual_mo
             first, second = epochs[0]["losses"], epochs[1]["losses"]
             assert first["paired"] > 0 and first["adv"] == 0 and first["d_x"] == 0
             assert second["adv"] > 0 and second["d_x"] > 0 and second["cyc"] > 0
+            assert first["dc"] == 0 and second["dc"] > 0
         metadata = torch.load(out / "model_final.pt", weights_only=True)["metadata"]
         assert metadata["architecture"]["residual"] is (name == "on")
     assert runs["on"] > 0 and runs["off"] == 0
@@ -199,3 +201,27 @@ def test_paired_ratios_choose_the_simulated_thickness():
             result[2][0], degrade_slice(hr_slice, ratio)[r : r + 32, c : c + 32].astype(np.float16)
         )
     assert not np.array_equal(own[2], wide[2])
+
+
+def test_data_consistency_compares_slice_profile_blurs_of_input_and_output():
+    config = TrainingConfig(
+        base_filters=4, n_blocks=1, disc_filters=4, residual=True, lambda_dc=3.0,
+        lambda_ident=0.0,
+    )
+    torch.manual_seed(0)
+    networks = build_networks(config)
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    y = torch.rand(2, 1, 32, 32) * 2 - 1
+    ratios = torch.tensor([3.0, 6.0])
+    with torch.no_grad():
+        expected = float((blur_rows(networks["g_x"](x), ratios) - blur_rows(x, ratios)).abs().mean())
+    values = dict(zip(LOSS_NAMES, TrainStep(networks, config, torch.device("cpu"))(
+        x, y, None, ratios
+    ).tolist()))
+    assert values["dc"] == pytest.approx(expected, rel=1e-5) and expected > 0
+    # An identity G_X is perfectly consistent with its input.
+    networks["g_x"].residual_gain.zero_()
+    values = dict(zip(LOSS_NAMES, TrainStep(networks, config, torch.device("cpu"))(
+        x, y, None, ratios
+    ).tolist()))
+    assert values["dc"] == 0

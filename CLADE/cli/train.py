@@ -25,6 +25,7 @@ _OVERRIDES = {
     "lambda_paired": "lambda_paired",
     "residual": "residual",
     "warmup_epochs": "warmup_epochs",
+    "lambda_dc": "lambda_dc",
     "paired_ratios": "paired_ratios",
     "adversarial": "adversarial",
     "patches_per_slice": "patches_per_slice",
@@ -82,6 +83,12 @@ def add_parser(subparsers) -> None:
         type=float,
         help="weight of the self-supervised paired L1 term on HR patches degraded like thick "
         "slices (fidelity safeguard beyond the paper; default 0 = off)",
+    )
+    group.add_argument(
+        "--lambda-dc",
+        type=float,
+        help="weight of data consistency: G_X(x) blurred with the slice profile must match x "
+        "blurred the same way (fidelity safeguard beyond the paper; default 0 = off)",
     )
     group.add_argument(
         "--warmup-epochs",

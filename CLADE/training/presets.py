@@ -89,6 +89,10 @@ class TrainingConfig:
     # no G_Y): a SMORE-like supervised start that is ~10x cheaper per pair than a CycleGAN step,
     # so the generator already deblurs when the adversarial game begins. Needs lambda_paired > 0.
     warmup_epochs: int = 0
+    # lambda_dc weighs data consistency on real LR patches x: |blur(G_X(x)) - blur(x)|_1 with
+    # the slice profile of x's own volume (Gaussian, FWHM = its thickness ratio) along the thick
+    # axis. G_X may add detail finer than a slice, but not change what the slices measured.
+    lambda_dc: float = 0.0
     # paired_ratios: [low, high] draws each HR slice's simulated thickness ratio for the paired
     # term from this range instead of using the volume's own (None).
     paired_ratios: list[float] | None = None
@@ -159,7 +163,14 @@ class TrainingConfig:
                 f"The best-epoch metric must be one of {', '.join(BEST_METRICS)}.",
             ),
             (
-                min(self.lambda_cyc, self.lambda_ident, self.lambda_gmap, self.lambda_paired) >= 0,
+                min(
+                    self.lambda_cyc,
+                    self.lambda_ident,
+                    self.lambda_gmap,
+                    self.lambda_paired,
+                    self.lambda_dc,
+                )
+                >= 0,
                 "Loss weights must be zero or positive.",
             ),
             (

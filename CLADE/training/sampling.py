@@ -97,6 +97,19 @@ class PatchBank:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     #: ``y`` degraded along its rows like a thick-slice acquisition (paired term), or None.
     y_degraded: np.ndarray | None = None
+    #: Each volume's thick spacing over its isotropic spacing (data-consistency term).
+    volume_ratios: list[float] = field(default_factory=list)
+
+    def x_ratios(self, indices: np.ndarray) -> np.ndarray:
+        """The thickness ratio of the volume each of the X patches ``indices`` came from.
+
+        Example:
+            >>> z = np.zeros((3, 32, 32), np.float16)
+            >>> b = PatchBank(z, z, np.array([0, 1, 1]), np.zeros(3, int), volume_ratios=[2.0, 5.0])
+            >>> b.x_ratios(np.array([2, 0])).tolist()
+            [5.0, 2.0]
+        """
+        return np.asarray(self.volume_ratios, dtype=np.float32)[self.x_volume[indices]]
 
     def fingerprint(self) -> str:
         """A short hash of the patches: equal banks have equal fingerprints.
@@ -369,6 +382,7 @@ def build_patch_bank(
     """
     candidates, skipped = expand_inputs(data)
     xs, ys, ys_degraded, x_volume, y_volume, volumes = [], [], [], [], [], []
+    ratios: list[float] = []
     for index, path in enumerate(candidates):
         report = {"path": str(path), "index": index + 1, "total": len(candidates)}
         try:
@@ -378,6 +392,7 @@ def build_patch_bank(
             # One independent stream per input position: adding a volume at the end of the
             # list does not change the patches of the others.
             rng = np.random.default_rng([seed, index])
+            ratio = float(prepared.ratio)
             x, y, y_degraded = sample_volume_patches(
                 prepared,
                 rng,
@@ -400,6 +415,7 @@ def build_patch_bank(
             continue
         number = len(volumes)
         volumes.append(str(path))
+        ratios.append(ratio)
         xs.append(x)
         ys.append(y)
         ys_degraded.append(y_degraded)
@@ -423,6 +439,7 @@ def build_patch_bank(
         volumes,
         skipped,
         np.concatenate(ys_degraded) if paired else None,
+        ratios,
     )
     if max_patches is not None:
         rng = np.random.default_rng([seed, 2**31 - 1])

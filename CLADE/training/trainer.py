@@ -61,13 +61,14 @@ from .checkpoint import (
     save_checkpoint,
     write_run_record,
 )
+from .degradation import blur_rows
 from .events import EventWriter
 from .plot import plot_history
 from .presets import TrainingConfig
 from .sampling import EpochSampler, PatchBank, build_patch_bank, expand_inputs
 from .validation import ValidationSet, choose_metric, is_better, validate
 
-LOSS_NAMES = ("g_total", "adv", "cyc", "ident", "gmap", "d_x", "d_y", "paired")
+LOSS_NAMES = ("g_total", "adv", "cyc", "ident", "gmap", "d_x", "d_y", "paired", "dc")
 FINAL_MODEL = "model_final.pt"
 BEST_MODEL = "model_best.pt"
 PLOT_NAME = "training.png"
@@ -235,12 +236,17 @@ class TrainStep:
         return torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp)
 
     def __call__(
-        self, x: torch.Tensor, y: torch.Tensor, y_degraded: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        y_degraded: torch.Tensor | None = None,
+        x_ratios: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Train on one batch; returns the detached losses in :data:`LOSS_NAMES` order.
 
         ``y_degraded`` (the HR patches ``y`` degraded like thick slices) enables the paired
-        term when ``lambda_paired > 0``.
+        term when ``lambda_paired > 0``; ``x_ratios`` (each x patch's thickness ratio) the
+        data-consistency term when ``lambda_dc > 0``.
         """
         c, kind = self.config, self.config.adversarial
         d_x, d_y = self.raw_discriminators.d_x, self.raw_discriminators.d_y
@@ -275,12 +281,20 @@ class TrainStep:
             if y_degraded is not None
             else cyc.new_zeros(())
         )
+        dc = (
+            losses.identity_loss(
+                blur_rows(out["fake_y"].float(), x_ratios), blur_rows(x.float(), x_ratios)
+            )
+            if c.lambda_dc > 0 and x_ratios is not None
+            else cyc.new_zeros(())
+        )
         g_total = (
             adv
             + c.lambda_cyc * cyc
             + c.lambda_ident * ident
             + c.lambda_gmap * gmap
             + c.lambda_paired * paired
+            + c.lambda_dc * dc
         )
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler.scale(g_total).backward()
@@ -303,7 +317,7 @@ class TrainStep:
         self.scaler.scale(loss_dx + loss_dy).backward()
         self.scaler.step(self.opt_d)
         self.scaler.update()
-        values = [g_total, adv, cyc, ident, gmap, loss_dx, loss_dy, paired]
+        values = [g_total, adv, cyc, ident, gmap, loss_dx, loss_dy, paired, dc]
         return torch.stack([v.float() for v in values]).detach()
 
     def warmup(self, y: torch.Tensor, y_degraded: torch.Tensor) -> torch.Tensor:
@@ -327,7 +341,7 @@ class TrainStep:
         self.scaler.step(self.opt_g)
         self.scaler.update()
         zero = paired.new_zeros(())
-        values = [g_total, zero, zero, zero, zero, zero, zero, paired]
+        values = [g_total, zero, zero, zero, zero, zero, zero, paired, zero]
         return torch.stack([v.float() for v in values]).detach()
 
     def state_dict(self) -> dict:
@@ -622,7 +636,11 @@ class _Session:
         self.global_step = int(state["global_step"])
         self.history = list(state["history"])
         self.best = dict(state["best"])
-        self.sums = state["epoch_sums"].to(self.device)
+        sums = state["epoch_sums"]
+        # Checkpoints written before a loss term was added hold fewer sums: the new terms start
+        # at zero, so such a run can still be resumed (e.g. with a new term switched on).
+        missing = len(LOSS_NAMES) - sums.numel()
+        self.sums = torch.cat([sums, sums.new_zeros(max(missing, 0))]).to(self.device)
         self.sum_steps = int(state["epoch_steps"])
         self.train_seconds = float(state["train_seconds"])
         self.epoch_seconds = float(state["epoch_seconds"])
@@ -670,8 +688,16 @@ class _Session:
                 if self.epoch < c.warmup_epochs:
                     values = self.step_fn.warmup(self._batch(self.bank.y, y_idx), degraded)
                 else:
+                    ratios = (
+                        torch.from_numpy(self.bank.x_ratios(x_idx)).to(self.device)
+                        if c.lambda_dc > 0
+                        else None
+                    )
                     values = self.step_fn(
-                        self._batch(self.bank.x, x_idx), self._batch(self.bank.y, y_idx), degraded
+                        self._batch(self.bank.x, x_idx),
+                        self._batch(self.bank.y, y_idx),
+                        degraded,
+                        ratios,
                     )
                 self.sums += values
                 self.sum_steps += 1
