@@ -171,3 +171,33 @@ def test_cancel_writes_a_checkpoint_that_resumes(volume, tmp_path):
     assert state["epoch"] == 0 and state["pairs_done"] == 3 * 4
     result = train([], tmp_path / "out", None, resume=True, progress_bar=False)
     assert result.final_model.is_file() and len(result.history) == 1
+
+
+def test_a_checkpoint_from_before_a_new_loss_term_resumes_with_it(volume, tmp_path):
+    # Runs started before the data-consistency term existed saved 8 loss sums, not 9; they
+    # must resume (here mid-epoch, with the new term switched on) and log the new term.
+    config = TrainingConfig.from_preset(
+        "mri", epochs=1, max_patches=32, base_filters=4, n_blocks=1, disc_filters=4
+    )
+    calls = {"n": 0}
+
+    def cancel() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    from CLADE.errors import Cancelled
+
+    with pytest.raises(Cancelled):
+        train([volume], tmp_path / "out", config, cancel=cancel, progress_bar=False)
+    path = tmp_path / "out" / "checkpoint.pt"
+    state = load_checkpoint(path)
+    state["epoch_sums"] = state["epoch_sums"][:8].clone()
+    del state["config"]["lambda_dc"]
+    save_checkpoint(path, state)
+    resumed = TrainingConfig.from_preset(
+        "mri", epochs=1, max_patches=32, base_filters=4, n_blocks=1, disc_filters=4, lambda_dc=5.0
+    )
+    result = train([], tmp_path / "out", resumed, resume=True, progress_bar=False)
+    assert result.final_model.is_file()
+    epoch = [e for e in read_events(tmp_path / "out" / "events.jsonl") if e["event"] == "epoch"]
+    assert epoch[-1]["losses"]["dc"] > 0

@@ -76,7 +76,7 @@ def test_run_writes_everything(trained):
     assert [s["step"] for s in steps if s["epoch"] == 1] == [2, 4, 6, 8]
     for step in steps:
         assert set(step["losses"]) == {
-            "g_total", "adv", "cyc", "ident", "gmap", "d_x", "d_y", "paired"
+            "g_total", "adv", "cyc", "ident", "gmap", "d_x", "d_y", "paired", "dc"
         }
         assert all(math.isfinite(v) for v in step["losses"].values())
         assert step["patches_per_s"] > 0 and step["eta_s"] >= 0
@@ -139,8 +139,8 @@ def test_refuses_a_folder_holding_another_run(trained, crops, capsys):
     code, lines, err = run_cli([str(crops / "train.nrrd"), "--out", str(out), *TINY_ARGS], capsys)
     assert code == 2 and len(lines) == 1 and "already holds a training run" in lines[0]
     assert "--resume" in lines[0] and "Traceback" not in err
-    code, lines, _ = run_cli(["--out", str(out), "--resume", "--lambda-gmap", "7"], capsys)
-    assert code == 2 and "other settings (lambda_gmap)" in lines[0]
+    code, lines, _ = run_cli(["--out", str(out), "--resume", "--base-filters", "8"], capsys)
+    assert code == 2 and "other settings (base_filters)" in lines[0]
     code, lines, _ = run_cli(["--out", str(out), "--resume", "--seed", "3"], capsys)
     assert code == 2 and "other settings (seed)" in lines[0]
     assert (out / "checkpoint.pt").read_bytes() == before  # nothing lost

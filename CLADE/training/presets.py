@@ -55,7 +55,21 @@ PRESETS: dict[str, dict] = {
 
 #: Settings that may change between a run and its ``--resume`` (they do not alter the result
 #: of the steps already taken).
-RESUMABLE_CHANGES = ("epochs", "checkpoint_minutes", "log_every", "device")
+#: Settings a resumed run may change. Loss weights and the warm-up length change neither the
+#: patch bank nor the networks' shapes, so a run may continue on a new schedule (e.g. switch on
+#: data consistency when the CycleGAN epochs begin after a warm-up).
+RESUMABLE_CHANGES = (
+    "epochs",
+    "checkpoint_minutes",
+    "log_every",
+    "device",
+    "lambda_cyc",
+    "lambda_ident",
+    "lambda_gmap",
+    "lambda_paired",
+    "lambda_dc",
+    "warmup_epochs",
+)
 
 BEST_METRICS = ("auto", "piqe", "psnr", "ssim")
 
