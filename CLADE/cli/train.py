@@ -93,7 +93,7 @@ def add_parser(subparsers) -> None:
     group.add_argument(
         "--warmup-epochs",
         type=int,
-        help="first epochs train G_X on the paired term alone, ~10x cheaper per pair than a "
+        help="first epochs train G_X on the paired term alone, ~7x cheaper per pair than a "
         "full step (needs --lambda-paired; default 0)",
     )
     group.add_argument(

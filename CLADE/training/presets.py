@@ -100,7 +100,7 @@ class TrainingConfig:
     lambda_paired: float = 0.0
     residual: bool = False
     # warmup_epochs: the first epochs train G_X on the paired term alone (no discriminators,
-    # no G_Y): a SMORE-like supervised start that is ~10x cheaper per pair than a CycleGAN step,
+    # no G_Y): a SMORE-like supervised start that is ~7x cheaper per pair than a CycleGAN step,
     # so the generator already deblurs when the adversarial game begins. Needs lambda_paired > 0.
     warmup_epochs: int = 0
     # lambda_dc weighs data consistency on real LR patches x: |blur(G_X(x)) - blur(x)|_1 with
