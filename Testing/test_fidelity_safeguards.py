@@ -137,6 +137,12 @@ def test_training_with_safeguards_logs_the_paired_loss_and_exports_a_residual_mo
             assert first["paired"] > 0 and first["adv"] == 0 and first["d_x"] == 0
             assert second["adv"] > 0 and second["d_x"] > 0 and second["cyc"] > 0
             assert first["dc"] == 0 and second["dc"] > 0
+            # The generators' Adam moments restart with the CycleGAN epoch: their step count is
+            # that epoch's steps, not the warm-up's plus them.
+            per_epoch = [e for e in events if e["event"] == "step"][-1]["steps_per_epoch"]
+            state = torch.load(out / "checkpoint.pt", weights_only=True)
+            counts = {int(s["step"]) for s in state["networks"]["opt_g"]["state"].values()}
+            assert counts == {per_epoch}
         metadata = torch.load(out / "model_final.pt", weights_only=True)["metadata"]
         assert metadata["architecture"]["residual"] is (name == "on")
     assert runs["on"] > 0 and runs["off"] == 0

@@ -186,3 +186,35 @@ def test_bad_input_is_one_sentence(case, crops, shared_data, tmp_path, capsys):
     assert message.rstrip().endswith(".")
     if case != "noresume":
         assert not (out / "checkpoint.pt").exists() and not (out / "run.json").exists()
+
+
+def test_a_resumed_run_keeps_validating_on_its_volumes(crops, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["--epochs", "1", "--max-patches", "16", "--val-stride", "16", *TINY_ARGS, "--quiet"]
+    code, lines, err = run_cli(
+        [str(crops / "train.nrrd"), "--out", str(out), *args, "--val", str(crops / "val.nrrd"),
+         "--val-reference", str(crops / "val_iso.nrrd"), "--best-metric", "psnr"],
+        capsys,
+    )
+    assert code == 0, err
+    code, lines, err = run_cli(["--out", str(out), "--resume", "--epochs", "2"], capsys)
+    assert code == 0, err
+    validations = [e for e in read_events(out / "events.jsonl") if e["event"] == "validation"]
+    assert [e["epoch"] for e in validations] == [1, 2]
+    assert all("psnr" in e["metrics"] for e in validations)
+
+
+def test_the_cyclegan_epochs_start_with_fresh_generator_moments():
+    from CLADE.training.trainer import TrainStep, build_networks
+
+    config = TrainingConfig.from_preset("mri", lambda_paired=5.0, warmup_epochs=1, **TINY)
+    networks = build_networks(config)
+    step = TrainStep(networks, config, torch.device("cpu"))
+    y = torch.rand(2, 1, 32, 32) * 2 - 1
+    step.warmup(y, y.flip(-2))
+    assert len(step.opt_g.state) > 0
+    step.reset_generator_optimizer()
+    assert len(step.opt_g.state) == 0
+    trained = {id(p) for group in step.opt_g.param_groups for p in group["params"]}
+    expected = {id(p) for name in ("g_x", "g_y") for p in networks[name].parameters()}
+    assert trained == expected
