@@ -18,11 +18,6 @@ WARMUP=${WARMUP:-12}
 GAN_EPOCHS=${GAN_EPOCHS:-1}
 python benchmarks/prepare_eval_data.py
 python models/prepare_validation.py runs/eval-data runs/validation
-mkdir -p runs/train-data
-# A fourth MRI training volume: the 3 mm isotropic abdominal MR simulated at 12 mm.
-python -m CLADE simulate "$DATA/abdomen_mr_3mm_iso_totalseg.nii.gz" \
-    runs/train-data/abdomen_mr_12mm_sim.nii.gz --thickness 12
-
 # Common recipe: the paper's architecture (64 filters, 6 blocks), Adam 2e-4 (0.5, 0.999),
 # batch 4, plus the fidelity safeguards: residual generator (fixed gain 0.3), paired term
 # (weight 20), resize-convolution upsampling.
@@ -30,8 +25,7 @@ COMMON=(--batch-size 4 --max-patches 3000 --residual --lambda-paired 20 --upsamp
         --device cpu --seed 0 --checkpoint-minutes 10 --quiet)
 MRI=("$DATA/pelvis_mr_t2_0p5x0p5x3mm_monai.nii.gz"
      "$DATA/mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain1.nrrd"
-     "$DATA/mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain2.nrrd"
-     runs/train-data/abdomen_mr_12mm_sim.nii.gz)
+     "$DATA/mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain2.nrrd")
 VAL=(--val runs/validation/colin27_5mm_thick_crop.nii.gz
      --val-reference runs/validation/colin27_iso_crop.nii.gz --val-stride 24 --best-metric psnr)
 
@@ -46,12 +40,28 @@ OMP_NUM_THREADS=1 python -m CLADE train "$DATA/abdomen_ct_native_20sl_totalseg.n
     --out runs/train-ct --preset ct "${COMMON[@]}" --patches-per-slice 64 --paired-ratios 2 6 \
     --window -1024 2048 --epochs "$WARMUP" --warmup-epochs "$WARMUP" > runs/train-ct.log 2>&1 &
 wait
-cp runs/train-ct/model_final.pt runs/train-ct/model_warmup.pt
+for R in mri ct; do cp runs/train-$R/model_final.pt runs/train-$R/model_warmup.pt; done
 
-# Stage 2 (the CycleGAN epochs, resumed from stage 1, data consistency on).
+# Stage 2 (the CycleGAN epochs, resumed from stage 1, data consistency on). Validation decides
+# whether they ship: they did not (the gradient-mapping term pulled G_X back to the identity, see
+# models/cards/mri.md), so model_best.pt is the last warm-up epoch.
 TOTAL=$((WARMUP + GAN_EPOCHS))
 OMP_NUM_THREADS=1 python -m CLADE train --out runs/train-mri --resume --epochs "$TOTAL" \
     --lambda-dc 10 > runs/train-mri-gan.log 2>&1 &
 OMP_NUM_THREADS=1 python -m CLADE train --out runs/train-ct --resume --epochs "$TOTAL" \
     --lambda-dc 10 > runs/train-ct-gan.log 2>&1 &
+wait
+
+# Ship: MRI by validation PSNR; CT takes the phase MRI's validation chose (no CT validation
+# volume exists besides the evaluation volume).
+python models/ship_model.py runs/train-mri/model_best.pt mri --card models/cards/mri.md \
+    --description "Brain and pelvic MRI, stride 12. Trained on the self-supervised paired term (HR-plane patches degraded like thick slices); on a 1 mm MNI T1 simulated at 5 mm: +2.1 dB PSNR over cubic spline and sharper edges (models/cards/mri.md)."
+python models/ship_model.py runs/train-ct/model_warmup.pt ct --card models/cards/ct.md \
+    --description "Abdominal CT, HU window -1024..2048, stride 6. Trained on the self-supervised paired term; on a 3 mm CT simulated at 9 and 12 mm: +0.8 dB PSNR over cubic spline and sharper edges (models/cards/ct.md)."
+
+# Quality tables of the model cards (one thread each, side by side).
+OMP_NUM_THREADS=1 python benchmarks/model_quality.py --model mri --volume mri-mni152-5mm \
+    --no-eclare --out runs/q-ship-mri > runs/q-ship-mri.log 2>&1 &
+OMP_NUM_THREADS=1 python benchmarks/model_quality.py --model ct --volume ct-abdomen-9mm \
+    --volume ct-abdomen-12mm --no-eclare --out runs/q-ship-ct > runs/q-ship-ct.log 2>&1 &
 wait
