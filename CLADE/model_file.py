@@ -28,13 +28,13 @@ from __future__ import annotations
 import datetime
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from . import __version__
+from .atomic_files import discard, publish, reserve_temporary
 from .errors import CladeError
 from .networks import ResnetGenerator
 from .normalisation import NormalisationRecipe
@@ -145,16 +145,12 @@ def save_model(
         "metadata": metadata,
         "state_dict": state,
     }
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".partial", dir=path.resolve().parent
-    )
-    os.close(handle)
+    temporary = reserve_temporary(path)
     try:
-        torch.save(record, temporary)
-        os.replace(temporary, path)
+        torch.save(record, str(temporary))
+        publish(temporary, path)
     finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+        discard(temporary)
     return path
 
 

@@ -8,12 +8,12 @@ renamed into place, so a crash or a cancel never leaves a half-written file behi
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from .atomic_files import discard, publish, reserve_temporary
 from .errors import CladeError
 
 #: File endings SimpleITK can write and that we accept for outputs.
@@ -184,18 +184,17 @@ def write_volume(image: sitk.Image, output: str | os.PathLike, compress: bool = 
         except RuntimeError as error:
             raise CladeError(f"Could not write {output}: {error}".splitlines()[0]) from None
         return output
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{output.name}.", suffix=f".partial{suffix}", dir=output.resolve().parent
-    )
-    os.close(handle)
     try:
-        sitk.WriteImage(image, temporary, useCompression=compress)
-        os.replace(temporary, output)
+        temporary = reserve_temporary(output, f".partial{suffix}")
+    except OSError as error:
+        raise CladeError(f"Could not write {output}: {str(error).splitlines()[0]}") from None
+    try:
+        sitk.WriteImage(image, str(temporary), useCompression=compress)
+        publish(temporary, output)
     except (RuntimeError, OSError) as error:
         raise CladeError(f"Could not write {output}: {str(error).splitlines()[0]}") from None
     finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+        discard(temporary)
     return output
 
 

@@ -19,12 +19,12 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 
 import torch
 
+from ..atomic_files import discard, publish, reserve_temporary
 from ..errors import CladeError
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -47,15 +47,13 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
         'hello'
     """
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".partial", dir=path.resolve().parent
-    )
-    os.close(handle)
+    temporary = None
     try:
-        write(temporary)
+        temporary = reserve_temporary(path)
+        write(str(temporary))
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())
-        os.replace(temporary, path)
+        publish(temporary, path)
     except (OSError, RuntimeError) as error:
         # torch's zip writer reports a full disk as RuntimeError("... file write failed").
         if isinstance(error, RuntimeError) and "write" not in str(error).lower():
@@ -65,8 +63,8 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
             "file is kept: free disk space and rerun with --resume."
         ) from None
     finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+        if temporary is not None:
+            discard(temporary)
     return path
 
 
