@@ -8,6 +8,9 @@ Usage::
 
     python models/ship_model.py runs/train-mri/model_best.pt mri \
         --description "Pelvic and brain MRI, ..." --card models/cards/mri.md
+
+Re-shipping a shipped file (e.g. to change its default ``--stride``) keeps its weights exactly:
+they were float16 already, so the float32 round trip is lossless.
 """
 
 from __future__ import annotations
@@ -27,10 +30,14 @@ def main() -> None:
     parser.add_argument("--description", required=True)
     parser.add_argument("--card", help="model card (Markdown), path relative to the repository")
     parser.add_argument("--quality", help="JSON file of measured quality to copy into the entry")
+    parser.add_argument("--stride", type=int,
+                        help="default inference stride to record (default: the model's own)")
     args = parser.parse_args()
 
     loaded = load_model(args.model)
     metadata = dict(loaded.metadata, name=args.name)
+    if args.stride:
+        metadata["default_stride"] = args.stride
     target = MODELS_DIR / f"clade_{args.name}.pt"
     save_model(target, loaded.generator, metadata, half=True)
     entry = {
