@@ -120,6 +120,7 @@ class CLADESuperResolutionParameterNode:
     outputVolume: vtkMRMLScalarVolumeNode
     modelFile: Path
     stride: Annotated[int, WithinRange(0, 32)] = 0  # 0: the model's default
+    adaptSteps: Annotated[int, WithinRange(0, 5000)] = 0  # 0: no adaptation to the volume
     plane: LRPlane = LRPlane.AUTO
     device: Device = Device.AUTO
     trainingFolder: Path
@@ -332,7 +333,7 @@ class CLADESuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         p = self._parameterNode
         options = SuperResolutionOptions(model=self.currentModelChoice().argument,
                                          stride=p.stride or None, plane=p.plane.value,
-                                         device=p.device.value)
+                                         device=p.device.value, adaptSteps=p.adaptSteps)
         with slicer.util.tryWithErrorDisplay("Could not start the super-resolution.", waitCursor=True):
             self.job = SuperResolutionJob(p.inputVolume, options, outputNode=p.outputVolume,
                                           tempRoot=slicer.app.temporaryPath)
@@ -364,7 +365,9 @@ class CLADESuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                 self.ui.statusLabel.text = f"Running on {event.get('device')} with {event.get('model')}"
         self.ui.progressBar.value = int(100 * job.fraction)
         eta = job.etaSeconds
-        self.ui.progressBar.format = f"%p% (about {formatSeconds(eta)} left)" if eta else "%p%"
+        stage = "Adapting to the volume: " if job.stage == "adapting" else ""
+        self.ui.progressBar.format = (f"{stage}%p% (about {formatSeconds(eta)} left)" if eta
+                                      else f"{stage}%p%")
         if not job.done:
             return
         self.job = None
@@ -373,7 +376,7 @@ class CLADESuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         if job.state == job.SUCCEEDED:
             self._parameterNode.outputVolume = job.outputNode
             slicer.util.setSliceViewerLayers(background=job.outputNode, fit=True)
-            self.ui.statusLabel.text = job.summary or "Done."
+            self.ui.statusLabel.text = "\n".join(filter(None, [job.summary or "Done.", job.adaptation]))
         elif job.state == job.CANCELLED:
             self.ui.statusLabel.text = job.errorMessage
         else:

@@ -181,3 +181,28 @@ def test_bad_models_fail_with_one_sentence(tmp_path, small_volume):
     _assert_user_error(clade("super-resolve", small_volume, out, "--model", mismatched),
                        "do not match")
     assert not out.exists()
+
+
+def test_adapt_option_fine_tunes_first_and_keeps_the_grid(shared_data, tmp_path, tiny_model_path):
+    source = tmp_path / "ct.nrrd"
+    image = sitk.ReadImage(str(shared_data / "abdomen_ct_native_20sl_totalseg.nii.gz"))
+    sitk.WriteImage(image[200:296, 200:296, :], str(source))
+    plain, adapted = tmp_path / "plain.nrrd", tmp_path / "adapted.nrrd"
+    assert clade("super-resolve", source, plain, "--model", tiny_model_path, "--stride", "16",
+                 "--quiet").returncode == 0
+    result = clade("super-resolve", source, adapted, "--model", tiny_model_path, "--stride",
+                   "16", "--adapt", "20")
+    assert result.returncode == 0, result.stderr
+    assert "adapted to this volume: 20 steps" in result.stderr
+    assert "adapting" in result.stderr  # the progress bar of the adaptation stage
+    a, b = sitk.ReadImage(str(plain)), sitk.ReadImage(str(adapted))
+    assert (a.GetSize(), a.GetOrigin(), a.GetSpacing(), a.GetDirection()) == (
+        b.GetSize(), b.GetOrigin(), b.GetSpacing(), b.GetDirection())
+    if "adapted model used" in result.stderr:
+        assert not np.array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
+    else:
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
+    bad = clade("super-resolve", source, tmp_path / "x.nrrd", "--model", tiny_model_path,
+                "--adapt", "-3")
+    _assert_user_error(bad, "--adapt", "at least 1")
+    assert not (tmp_path / "x.nrrd").exists()

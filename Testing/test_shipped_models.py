@@ -84,10 +84,11 @@ def test_clade_demo_writes_its_outputs(tmp_path):
     assert "Done in" in result.stdout
 
 
-def test_shipped_ct_model_beats_spline_on_held_out_ground_truth(shared_data):
+def test_shipped_ct_model_and_its_adaptation_beat_spline_on_held_out_ground_truth(shared_data):
     # The 3 mm isotropic abdominal CT was never trained on (model card): simulated at 9 mm, the
     # shipped model must restore it better than cubic spline does. A model that collapsed to
     # the identity (or learnt nothing) ties with spline and fails.
+    from CLADE.adaptation import adapt_to_volume
     from CLADE.evaluation import prepare_comparison
     from CLADE.metrics.reference import psnr
     from CLADE.simulate import simulate_thick_slices
@@ -95,8 +96,18 @@ def test_shipped_ct_model_beats_spline_on_held_out_ground_truth(shared_data):
     iso = sitk.ReadImage(str(shared_data / "abdomen_ct_3mm_iso_totalseg.nii.gz"), sitk.sitkFloat32)
     iso = iso[21:101, 10:90, :]  # a central 80 x 80 block of every slice keeps the test quick
     thick = simulate_thick_slices(iso, 9.0)
-    result = super_resolve(thick, resolve_model("ct"), stride=12, device="cpu")
-    comparison = prepare_comparison(thick, [("ct", result.image)], reference=iso)
-    spline, clade, reference = (sitk.GetArrayFromImage(i) for i in comparison.images)
+    model = resolve_model("ct")
+    result = super_resolve(thick, model, stride=12, device="cpu")
+    # Adapting the shipped model to this very volume (its own degraded in-plane slices, no
+    # reference involved) must restore it better still (+0.13 dB measured at 100 steps).
+    adapted = adapt_to_volume(thick, model, steps=100, device="cpu")
+    assert adapted.improved, adapted.summary()
+    adapted_result = super_resolve(thick, adapted.model, stride=12, device="cpu")
+    comparison = prepare_comparison(
+        thick, [("ct", result.image), ("ct adapted", adapted_result.image)], reference=iso
+    )
+    spline, clade, clade_adapted, reference = (sitk.GetArrayFromImage(i) for i in comparison.images)
     gain = psnr(reference, clade) - psnr(reference, spline)
     assert gain > 0.3, f"shipped ct model: {gain:+.2f} dB over spline"
+    adaptation_gain = psnr(reference, clade_adapted) - psnr(reference, clade)
+    assert adaptation_gain > 0.05, f"adaptation: {adaptation_gain:+.2f} dB over the shipped model"

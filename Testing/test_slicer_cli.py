@@ -108,6 +108,19 @@ def test_script_super_resolves_a_file_with_slicer_progress_lines(tmp_path, tiny_
     checkRun(result, inputImage, tmp_path / "out.nrrd")
 
 
+def test_script_adapts_first_when_asked(tmp_path, tiny_model_path):
+    inputImage = makeThickFile(tmp_path / "in.nrrd", size=(40, 36, 8))
+    result = runScript(SCRIPT, ["--model", tiny_model_path, "--stride", "8", "--device", "cpu",
+                                "--adapt", "10", tmp_path / "in.nrrd", tmp_path / "out.nrrd"])
+    checkRun(result, inputImage, tmp_path / "out.nrrd")
+    assert "CLADE: adapted to this volume: 10 steps" in result.stdout
+    progress = [float(m.group(1)) for m in
+                (re.fullmatch(r"<filter-progress>([0-9.]+)</filter-progress>", line)
+                 for line in result.stdout.splitlines()) if m]
+    # The adaptation stage fills the first half of the bar, inference the second.
+    assert any(0.02 < p <= 0.495 for p in progress) and any(p > 0.495 for p in progress)
+
+
 def test_script_reports_a_user_error_without_traceback(tmp_path):
     makeThickFile(tmp_path / "in.nrrd")
     result = runScript(SCRIPT, ["--model", tmp_path / "missing.pt", tmp_path / "in.nrrd",

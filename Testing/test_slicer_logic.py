@@ -178,6 +178,20 @@ def test_cancelled_in_process_run_creates_no_node(scene, tiny_model_path):
         superResolveInProcess(node, SuperResolutionOptions(model=str(tiny_model_path),
                                                            device="cpu"), cancel=lambda: True)
     assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == count
+    # Cancelled while adapting to the volume (before any patch is super-resolved).
+    with pytest.raises(Cancelled, match="adaptation"):
+        superResolveInProcess(node, SuperResolutionOptions(model=str(tiny_model_path),
+                                                           device="cpu", adaptSteps=50),
+                              cancel=lambda: True)
+    assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == count
+    # And without cancel the adapted run lands on the same grid as the plain one.
+    options = SuperResolutionOptions(model=str(tiny_model_path), device="cpu", stride=16)
+    plain, _ = superResolveInProcess(node, options)
+    options.adaptSteps = 5
+    adapted, _ = superResolveInProcess(node, options)
+    np.testing.assert_allclose(VolumeConversion.ijkToRasArray(adapted),
+                               VolumeConversion.ijkToRasArray(plain))
+    assert slicer.util.arrayFromVolume(adapted).shape == slicer.util.arrayFromVolume(plain).shape
 
 
 # -- validation ------------------------------------------------------------------------------

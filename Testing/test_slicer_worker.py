@@ -85,6 +85,36 @@ def test_worker_job_reports_progress_in_order_and_creates_output(scene, tiny_mod
     assert not job.tempDir.exists() and list(tmp_path.iterdir()) == []
 
 
+def test_adapting_job_reports_both_stages_in_order(scene, tiny_model_path, tmp_path):
+    node = thickNode(scene, shape=(12, 64, 64))
+    options = SuperResolutionOptions(model=str(tiny_model_path), device="cpu", stride=8,
+                                     adaptSteps=30)
+    assert options.workerArguments()[-2:] == ["--adapt", "30"]
+    job = SuperResolutionJob(node, options, python=sys.executable, tempRoot=tmp_path)
+    job.start()
+    events, stagesSeen = [], []
+    deadline = time.monotonic() + 180
+    while not job.done and time.monotonic() < deadline:
+        events += job.poll()
+        if job.state == job.RUNNING and (not stagesSeen or stagesSeen[-1] != job.stage):
+            stagesSeen.append(job.stage)
+        time.sleep(0.02)
+    assert job.state == job.SUCCEEDED, job.errorMessage
+    progress = [e for e in events if e["event"] == "progress"]
+    stages = [e["stage"] for e in progress]
+    firstInference = stages.index("super-resolving")
+    assert stages[:firstInference] == ["adapting"] * firstInference and firstInference >= 1
+    assert set(stages[firstInference:]) == {"super-resolving"}
+    for stage in ("adapting", "super-resolving"):
+        fractions = [e["fraction"] for e in progress if e["stage"] == stage]
+        assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert [e["done"] for e in progress if e["stage"] == "adapting"][-1] == 30
+    kinds = [e["event"] for e in events if e["event"] not in ("log", "progress")]
+    assert kinds == ["started", "adapted", "finished", "exit"]
+    assert job.adaptation.startswith("adapted to this volume: 30 steps")
+    assert slicer.util.arrayFromVolume(job.outputNode).shape == (48, 64, 64)
+
+
 def test_cancelled_job_leaves_no_node_no_process_no_files(scene, tiny_model_path, tmp_path):
     node = thickNode(scene, shape=(12, 96, 96))
     count = volumeCount(scene)

@@ -71,6 +71,7 @@ from baselines import (  # noqa: E402
     sharpened_spline,
 )
 
+from CLADE.adaptation import adapt_to_volume  # noqa: E402
 from CLADE.evaluation import (  # noqa: E402
     BASELINE_NAME,
     ORIENTATIONS,
@@ -106,6 +107,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="evaluate only this volume of the manifest (repeatable; default all)")
     parser.add_argument("--model", action="append", default=[], metavar="NAME_OR_PATH",
                         help="CLADE model: shipped name or model file (repeatable)")
+    parser.add_argument("--adapt", type=int, action="append", default=[], metavar="STEPS",
+                        help="also each model adapted to the volume for STEPS steps first "
+                             "(CLADE.adaptation; repeatable); its seconds include adapting")
     parser.add_argument("--stride", type=int, default=None,
                         help="inference stride for every model (default: each model's own)")
     parser.add_argument("--all-modalities", action="store_true",
@@ -148,8 +152,9 @@ def read_manifest(data: Path, only: list[str] | None) -> list[dict]:
     return volumes
 
 
-def load_models(specs: list[str], device: str) -> list[tuple[str, object, str]]:
-    """(row name, LoadedModel, the --model text) per --model, row names made unique."""
+def load_models(specs: list[str], device: str, adapt=()) -> list[tuple[str, object, str, int]]:
+    """(row name, LoadedModel, the --model text, adaptation steps) per --model and per
+    ``adapt`` step count (0: not adapted), row names made unique."""
     models = []
     seen: set[str] = set()
     for spec in specs:
@@ -160,7 +165,8 @@ def load_models(specs: list[str], device: str) -> list[tuple[str, object, str]]:
         while name in seen:
             name += "'"
         seen.add(name)
-        models.append((name, model, spec))
+        models.append((name, model, spec, 0))
+        models += [(f"{name}+adapt{steps}", model, spec, steps) for steps in adapt]
     return models
 
 
@@ -227,15 +233,23 @@ def evaluate_volume(volume: dict, models, args, log) -> dict:
             record["grid"] = note
         extra[ECLARE_NAME] = record
 
-    for name, model, spec in models:
+    for name, model, spec, steps in models:
         if not args.all_modalities and not modality_matches(model, volume):
             continue
         log(f"  {name}: super-resolving ({spec})")
-        result, seconds[name] = timed(
-            super_resolve, thick, model, stride=args.stride, thick_axis=axis, device=args.device
-        )
+        started = time.perf_counter()
+        adapted = None
+        if steps:
+            adapted = adapt_to_volume(thick, model, steps=steps, thick_axis=axis,
+                                      device=args.device)
+            log(f"    {adapted.summary()}")
+        result = super_resolve(thick, adapted.model if adapted else model, stride=args.stride,
+                               thick_axis=axis, device=args.device)
+        seconds[name] = time.perf_counter() - started
         methods.append((name, result.image))
         extra[name] = {"spec": str(spec), "trained": model.trained, **_plain(result.stats)}
+        if adapted:
+            extra[name]["adaptation"] = adapted.summary()
 
     log("  measuring")
     comparison = prepare_comparison(
@@ -277,7 +291,7 @@ def evaluate_volume(volume: dict, models, args, log) -> dict:
 
 
 def _model_rows(rows: list[dict], models) -> list[str]:
-    names = {name for name, _, _ in models}
+    names = {name for name, *_ in models}
     return [row["name"] for row in rows if row["name"] in names]
 
 
@@ -359,7 +373,7 @@ def main(argv=None) -> int:
         print(message, file=sys.stderr, flush=True)
 
     volumes = read_manifest(args.data, args.volume)
-    models = load_models(args.model, args.device)
+    models = load_models(args.model, args.device, args.adapt)
     args.out.mkdir(parents=True, exist_ok=True)
     args.report.parent.mkdir(parents=True, exist_ok=True)
     results = []
@@ -374,7 +388,7 @@ def main(argv=None) -> int:
 
     if models:
         print("### Targets (issue 6)\n")
-        for name, _, spec in models:
+        for name, _, spec, _ in models:
             verdicts = [(r["volume"]["name"], r["targets"][name]) for r in results
                         if name in r["targets"]]
             if not verdicts:

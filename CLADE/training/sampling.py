@@ -200,8 +200,11 @@ def prepare_volume(
     plane: str = "auto",
     normalisation: dict | None = None,
     patch_size: int = 32,
+    thick_axis: int | None = None,
 ) -> PreparedVolume:
     """Interpolate ``image`` to isotropic and normalise it; :class:`CladeError` if unusable.
+
+    ``thick_axis`` overrides the detected thick axis (the largest spacing).
 
     Example:
         >>> img = sitk.GetImageFromArray(np.random.default_rng(0).random((8, 40, 40)))
@@ -210,7 +213,7 @@ def prepare_volume(
         >>> v.array.shape, v.thick_axis, v.lr_axes, float(v.array.min()), float(v.array.max())
         ((40, 40, 40), 2, [0], -1.0, 1.0)
     """
-    thick = detect_thick_axis(image.GetSpacing())
+    thick = detect_thick_axis(image.GetSpacing(), thick_axis)
     lr_axes = lr_slice_axes(image, thick, plane)
     iso = resample_to_isotropic(image, thick)
     array = sitk.GetArrayFromImage(iso)

@@ -38,6 +38,8 @@ class SuperResolutionOptions:
     device: str = "auto"
     batchSize: int | None = None
     thickAxis: int | None = None
+    #: Steps of adaptation to the input volume before super-resolving it (0: none).
+    adaptSteps: int = 0
 
     def workerArguments(self) -> list[str]:
         """Command-line options of the worker script (and of ``clade super-resolve``)."""
@@ -48,6 +50,8 @@ class SuperResolutionOptions:
             arguments += ["--batch-size", str(int(self.batchSize))]
         if self.thickAxis is not None:
             arguments += ["--thick-axis", str(int(self.thickAxis))]
+        if self.adaptSteps:
+            arguments += ["--adapt", str(int(self.adaptSteps))]
         return arguments
 
 
@@ -91,7 +95,8 @@ def superResolveInProcess(inputNode, options: SuperResolutionOptions, outputNode
                           progress=None, cancel=None):
     """Run the core in this process; return ``(outputNode, stats)``. Blocks until done.
 
-    ``progress(info)`` and ``cancel() -> bool`` are passed to ``CLADE.super_resolve``.
+    ``progress(info)`` and ``cancel() -> bool`` are passed to ``CLADE.super_resolve`` (and
+    ``cancel`` to the adaptation, when ``options.adaptSteps`` asks for one).
     """
     checkInput(inputNode)
     CoreLocator.ensureCoreImportable()
@@ -99,6 +104,12 @@ def superResolveInProcess(inputNode, options: SuperResolutionOptions, outputNode
 
     image = imageFromVolumeNode(inputNode)
     model = CLADE.resolve_model(options.model, "cpu")
+    if options.adaptSteps:
+        from CLADE.adaptation import adapt_to_volume
+
+        model = adapt_to_volume(image, model, steps=int(options.adaptSteps),
+                                thick_axis=options.thickAxis, device=options.device,
+                                cancel=cancel).model
     result = CLADE.super_resolve(
         image, model, stride=options.stride or None, plane=options.plane,
         thick_axis=options.thickAxis, device=options.device, batch_size=options.batchSize,
@@ -157,6 +168,9 @@ class SuperResolutionJob(PollingJob):
         self.state = None
         self.fraction = 0.0
         self.etaSeconds = None
+        #: What the worker is doing: "adapting" or "super-resolving" (fraction is per stage).
+        self.stage = "super-resolving"
+        self.adaptation = ""
         self.stats = {}
         self.summary = ""
         self.errorMessage = ""
@@ -212,6 +226,9 @@ class SuperResolutionJob(PollingJob):
             if kind == "progress":
                 self.fraction = float(event.get("fraction", self.fraction))
                 self.etaSeconds = event.get("eta")
+                self.stage = str(event.get("stage", "super-resolving"))
+            elif kind == "adapted":
+                self.adaptation = str(event.get("summary", ""))
             elif kind == "finished":
                 self.stats = dict(event.get("stats") or {})
                 self.summary = event.get("summary", "")

@@ -8,7 +8,9 @@ Run by the Slicer module in a separate ``PythonSlicer`` process (the CLADE core 
 Each stdout line is one JSON object with an ``event`` key:
 
 * ``{"event": "started", "model": ..., "trained": ..., "device": ...}``
-* ``{"event": "progress", "fraction": 0.42, "eta": 12.5, "done": 840, "total": 2000}``
+* ``{"event": "progress", "stage": "super-resolving", "fraction": 0.42, "eta": 12.5,
+  "done": 840, "total": 2000}`` (``stage`` is ``adapting`` first with ``--adapt``, counting steps)
+* ``{"event": "adapted", "improved": true, "summary": "..."}`` (with ``--adapt``)
 * ``{"event": "finished", "output": ..., "stats": {...}, "summary": "..."}``
 * ``{"event": "error", "message": "one user sentence"}`` (then exit code 2, or 1 for a bug)
 
@@ -44,6 +46,8 @@ def buildParser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--thick-axis", type=int, default=None)
+    parser.add_argument("--adapt", type=int, default=0,
+                        help="steps of adaptation to the input volume first (0: none)")
     return parser
 
 
@@ -58,12 +62,30 @@ def run(args) -> int:
              stride=args.stride or model.default_stride)
         last = [0.0]
 
-        def progress(info) -> None:
+        def due(fraction: float) -> bool:
             now = time.monotonic()
-            if now - last[0] >= PROGRESS_INTERVAL or info.fraction >= 1.0:
+            if now - last[0] >= PROGRESS_INTERVAL or fraction >= 1.0:
                 last[0] = now
-                emit("progress", fraction=round(float(info.fraction), 5), eta=info.eta_seconds,
-                     done=info.done_patches, total=info.total_patches)
+                return True
+            return False
+
+        if args.adapt:
+            from CLADE.adaptation import adapt_to_volume
+
+            def adapting(info) -> None:
+                if due(info.fraction):
+                    emit("progress", stage="adapting", fraction=round(float(info.fraction), 5),
+                         eta=info.eta_seconds, done=info.done_steps, total=info.total_steps)
+
+            adapted = adapt_to_volume(image, model, steps=args.adapt, thick_axis=args.thick_axis,
+                                      device=args.device, progress=adapting)
+            emit("adapted", improved=adapted.improved, summary=adapted.summary())
+            model = adapted.model
+
+        def progress(info) -> None:
+            if due(info.fraction):
+                emit("progress", stage="super-resolving", fraction=round(float(info.fraction), 5),
+                     eta=info.eta_seconds, done=info.done_patches, total=info.total_patches)
 
         result = CLADE.super_resolve(
             image, model, stride=args.stride, plane=args.plane, thick_axis=args.thick_axis,
