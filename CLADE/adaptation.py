@@ -33,7 +33,7 @@ from .model_file import LoadedModel
 from .patches import PATCH_SIZE
 from .volume_io import as_3d, check_volume
 
-#: Default number of optimiser steps (batch 4): about 1.5 min on one CPU core, seconds on a GPU.
+#: Default number of optimiser steps (batch 4): about a minute on one CPU core (measured).
 DEFAULT_STEPS = 500
 #: Most patch pairs cut from the volume (a 512x512 CT has tens of thousands of candidates).
 DEFAULT_MAX_PATCHES = 4000

@@ -19,7 +19,7 @@ from CLADE.model_file import build_generator, make_metadata, save_model
 def clade(*args, cwd=None):
     return subprocess.run(
         [sys.executable, "-m", "CLADE", *map(str, args)],
-        capture_output=True, text=True, cwd=cwd, timeout=600,
+        capture_output=True, text=True, encoding="utf-8", cwd=cwd, timeout=600,
     )
 
 
@@ -95,7 +95,7 @@ def test_version_help_and_module_entry_agree():
         assert option in help_text
     script = shutil.which("clade", path=os.path.dirname(sys.executable))
     assert script, "the clade console script is not installed"
-    assert subprocess.run([script, "--version"], capture_output=True, text=True).stdout == version.stdout
+    assert subprocess.run([script, "--version"], capture_output=True, text=True, encoding="utf-8").stdout == version.stdout
 
 
 def _write(path, array, spacing=(1.0, 1.0, 4.0)):

@@ -125,7 +125,7 @@ def test_training_with_safeguards_logs_the_paired_loss_and_exports_a_residual_mo
     for name, extra in (("on", on), ("off", [])):
         out = tmp_path / name
         result = subprocess.run(
-            base + ["--out", str(out)] + extra, capture_output=True, text=True, timeout=600
+            base + ["--out", str(out)] + extra, capture_output=True, text=True, encoding="utf-8", timeout=600
         )
         assert result.returncode == 0, result.stderr
         events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]

@@ -31,7 +31,7 @@ def test_cli_output_is_readable_by_the_group_under_umask_022(tmp_path, tiny_mode
     result = subprocess.run(
         [sys.executable, "-m", "CLADE", "super-resolve", str(source), str(out),
          "--model", str(tiny_model_path), "--stride", "32"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, encoding="utf-8", timeout=600,
         preexec_fn=lambda: os.umask(0o022),
     )
     assert result.returncode == 0, result.stderr

@@ -70,7 +70,7 @@ def test_clade_demo_writes_its_outputs(tmp_path):
     out = tmp_path / "demo"
     result = subprocess.run(
         [sys.executable, "-m", "CLADE", "demo", "--out", str(out), "--quiet", "--stride", "24"],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True, text=True, encoding="utf-8", timeout=900,
     )
     assert result.returncode == 0, result.stderr
     assert "random (untrained)" not in result.stderr

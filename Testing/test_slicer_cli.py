@@ -82,7 +82,7 @@ def makeThickFile(path, size=(40, 36, 8)):
 
 def runScript(script, args, env=None, cwd=None):
     return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True,
-                          text=True, timeout=180, env=env, cwd=cwd)
+                          text=True, encoding="utf-8", timeout=180, env=env, cwd=cwd)
 
 
 def checkRun(result, inputImage, outputPath):
@@ -161,7 +161,7 @@ def test_core_import_works_from_the_installed_layout(tmp_path, tiny_model_path):
          "import sys; sys.path.insert(0, sys.argv[1]); import CLADESuperResolutionCLI as m; "
          "print(m.locateCore()); import CLADE, CLADE.inference; print(CLADE.__file__)",
          str(cliModules)],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+        capture_output=True, text=True, encoding="utf-8", env=env, cwd=tmp_path, timeout=120)
     assert probe.returncode == 0, probe.stderr
     located, imported = probe.stdout.split()
     assert Path(located) == scripted.resolve()

@@ -173,7 +173,7 @@ def test_module_files_compile_and_import_no_torch_at_load():
             f"for m in {modules!r}: importlib.import_module('CLADESuperResolutionLib.' + m)\n"
             "print(sorted(n for n in ('torch', 'CLADE', 'qt') if n in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code, str(MODULE_DIR)], capture_output=True,
-                            text=True, timeout=120)
+                            text=True, encoding="utf-8", timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
     # The thin module imports nothing heavy at top level either.
@@ -208,7 +208,7 @@ def test_scripted_module_finds_the_core_in_the_installed_layout(tmp_path, tiny_m
     )
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CLADE_CORE_PATH")}
     result = subprocess.run([sys.executable, "-c", code, str(scripted)], capture_output=True,
-                            text=True, env=env, cwd=tmp_path, timeout=60)
+                            text=True, encoding="utf-8", env=env, cwd=tmp_path, timeout=60)
     assert result.returncode == 0, result.stderr
     coreDir, workerPath = result.stdout.split()
     assert Path(coreDir) == (scripted / "CLADE").resolve()
@@ -224,7 +224,7 @@ def test_scripted_module_finds_the_core_in_the_installed_layout(tmp_path, tiny_m
     run = subprocess.run([sys.executable, str(worker), "--input", str(tmp_path / "in.nrrd"),
                           "--output", str(tmp_path / "out.nrrd"), "--model", str(tiny_model_path),
                           "--device", "cpu", "--stride", "16"],
-                         capture_output=True, text=True, timeout=120,
+                         capture_output=True, text=True, encoding="utf-8", timeout=120,
                          env={**env, "PYTHONPATH": str(scripted)})
     assert run.returncode == 0, run.stderr
     events = [json.loads(line)["event"] for line in run.stdout.splitlines()]
@@ -239,5 +239,5 @@ def test_ruff_clean(path):
     if not Path(ruff).exists():
         pytest.skip("ruff is not installed")
     result = subprocess.run([ruff, "check", "--no-cache", path], cwd=REPO, capture_output=True,
-                            text=True)
+                            text=True, encoding="utf-8")
     assert result.returncode == 0, result.stdout

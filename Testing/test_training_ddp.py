@@ -51,7 +51,7 @@ def test_torchrun_two_processes(python_exe, shared_data, tmp_path):
         "4",
         "--quiet",
     ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, encoding="utf-8", timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
 
     events = read_events(out / "events.jsonl")

@@ -52,7 +52,7 @@ def add_parser(subparsers) -> None:
         default=0,
         metavar="STEPS",
         help="first fine-tune the model on this volume's own sharp in-plane slices, degraded "
-        "like its thick slices, for STEPS steps (default 500 when given; about 1.5 min on one "
+        "like its thick slices, for STEPS steps (default 500 when given; about a minute on one "
         "CPU core); kept only if it restores held-back slices better",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
