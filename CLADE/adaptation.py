@@ -126,7 +126,8 @@ def adapt_to_volume(
         >>> img = sitk.GetImageFromArray(rng.random((10, 48, 48)).astype(np.float32))
         >>> img.SetSpacing((1.0, 1.0, 4.0))
         >>> result = adapt_to_volume(img, model, steps=3, device="cpu")
-        >>> result.steps, result.model is not model or not result.improved
+        >>> # A new generator exactly when it restored the held-back pairs better:
+        >>> result.steps, (result.model.generator is not model.generator) == result.improved
         (3, True)
     """
     from .training.sampling import prepare_volume, sample_volume_patches
@@ -198,20 +199,9 @@ def adapt_to_volume(
             )
     generator.eval()
     error_after = _held_out_error(generator, source, target, held)
-    seconds = time.perf_counter() - started
-    result = AdaptationResult(
-        model=model,
-        steps=steps,
-        pairs=len(train),
-        held_out=len(held),
-        ratio=ratio,
-        error_before=error_before,
-        error_after=error_after,
-        seconds=seconds,
-    )
-    if result.improved:
-        metadata = dict(model.metadata)
-        metadata["adapted"] = {
+    chosen = model
+    if error_after < error_before:  # the safeguard (module docstring); same rule as .improved
+        adapted = {
             "steps": steps,
             "pairs": len(train),
             "held_out_error_before": error_before,
@@ -219,8 +209,17 @@ def adapt_to_volume(
             "learning_rate": learning_rate,
             "seed": seed,
         }
-        result.model = LoadedModel(generator.cpu(), metadata, model.path)
-    return result
+        chosen = LoadedModel(generator.cpu(), {**model.metadata, "adapted": adapted}, model.path)
+    return AdaptationResult(
+        model=chosen,
+        steps=steps,
+        pairs=len(train),
+        held_out=len(held),
+        ratio=ratio,
+        error_before=error_before,
+        error_after=error_after,
+        seconds=time.perf_counter() - started,
+    )
 
 
 def _patches_per_slice(shape: tuple[int, ...], thick_axis: int, max_patches: int) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -57,6 +58,26 @@ def publish(temporary: str | os.PathLike, path: str | os.PathLike) -> Path:
     """
     os.replace(temporary, path)
     return Path(path)
+
+
+def write_atomically(
+    path: str | os.PathLike, write: Callable[[str], object], suffix: str = ".partial"
+) -> Path:
+    """Call ``write(temporary_name)``, then rename the result to ``path``; on any failure the
+    temporary file is removed, any previous ``path`` is kept and the error propagates.
+
+    Example:
+        >>> import tempfile
+        >>> target = Path(tempfile.mkdtemp()) / "b.txt"
+        >>> write_atomically(target, lambda name: Path(name).write_text("ok")).read_text()
+        'ok'
+    """
+    temporary = reserve_temporary(path, suffix)
+    try:
+        write(str(temporary))
+        return publish(temporary, path)
+    finally:
+        discard(temporary)
 
 
 def discard(temporary: str | os.PathLike) -> None:

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .atomic_files import discard, publish, reserve_temporary
+from .atomic_files import write_atomically
 from .errors import CladeError
 from .networks import ResnetGenerator
 from .normalisation import NormalisationRecipe
@@ -145,12 +145,7 @@ def save_model(
         "metadata": metadata,
         "state_dict": state,
     }
-    temporary = reserve_temporary(path)
-    try:
-        torch.save(record, str(temporary))
-        publish(temporary, path)
-    finally:
-        discard(temporary)
+    write_atomically(path, lambda name: torch.save(record, name))
     return path
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .atomic_files import discard, publish, reserve_temporary
+from .atomic_files import write_atomically
 from .errors import CladeError
 
 #: File endings SimpleITK can write and that we accept for outputs.
@@ -185,16 +185,13 @@ def write_volume(image: sitk.Image, output: str | os.PathLike, compress: bool = 
             raise CladeError(f"Could not write {output}: {error}".splitlines()[0]) from None
         return output
     try:
-        temporary = reserve_temporary(output, f".partial{suffix}")
-    except OSError as error:
-        raise CladeError(f"Could not write {output}: {str(error).splitlines()[0]}") from None
-    try:
-        sitk.WriteImage(image, str(temporary), useCompression=compress)
-        publish(temporary, output)
+        write_atomically(
+            output,
+            lambda name: sitk.WriteImage(image, name, useCompression=compress),
+            f".partial{suffix}",
+        )
     except (RuntimeError, OSError) as error:
         raise CladeError(f"Could not write {output}: {str(error).splitlines()[0]}") from None
-    finally:
-        discard(temporary)
     return output
 
 

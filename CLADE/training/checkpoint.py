@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ..atomic_files import discard, publish, reserve_temporary
+from ..atomic_files import write_atomically
 from ..errors import CladeError
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -47,13 +47,14 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
         'hello'
     """
     path = Path(path)
-    temporary = None
-    try:
-        temporary = reserve_temporary(path)
-        write(str(temporary))
-        with open(temporary, "rb") as written:
+
+    def write_and_sync(name: str) -> None:
+        write(name)
+        with open(name, "rb") as written:
             os.fsync(written.fileno())
-        publish(temporary, path)
+
+    try:
+        write_atomically(path, write_and_sync)
     except (OSError, RuntimeError) as error:
         # torch's zip writer reports a full disk as RuntimeError("... file write failed").
         if isinstance(error, RuntimeError) and "write" not in str(error).lower():
@@ -62,9 +63,6 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
             f"Could not write {path.name} in {path.parent} ({_short(error)}), the previous "
             "file is kept: free disk space and rerun with --resume."
         ) from None
-    finally:
-        if temporary is not None:
-            discard(temporary)
     return path
 
 
