@@ -218,6 +218,7 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..training.distributed import end_process, launched_by_torchrun
     from ..training.sampling import VolumeSkipped
     from ..training.trainer import train
 
@@ -267,4 +268,6 @@ def run(args: argparse.Namespace) -> int:
             best = result.history[result.best_epoch - 1]["metrics"]
             scores = ", ".join(f"{k} {v:.4g}" for k, v in best.items())
             print(f"clade: best epoch {result.best_epoch} ({scores}): {result.best_model}")
+    if launched_by_torchrun():
+        end_process(0)
     return 0
