@@ -3,7 +3,7 @@
 A shipped model was trained on other people's scans. The volume being super-resolved carries its
 own training signal: its in-plane (HR) slices are sharp, and degrading them along one axis like
 this acquisition's thick slices (Gaussian slice profile, FWHM = slice spacing, the volume's own
-thickness ratio; :func:`CLADE.training.degradation.degrade_slice`) gives exact pairs of
+thickness ratio; :func:`CLADE.degradation.degrade_slice`) gives exact pairs of
 "what a thick-slice view looks like" and "what it should look like". This module fine-tunes
 ``G_X`` on those pairs for a few hundred steps, the idea behind SMORE and ECLARE (which train a
 network from scratch on each volume), here starting from the pretrained CLADE generator so that
@@ -31,6 +31,7 @@ from .device import resolve_device
 from .errors import Cancelled, CladeError
 from .model_file import LoadedModel
 from .patches import PATCH_SIZE
+from .slice_sampling import prepare_volume, sample_volume_patches
 from .volume_io import as_3d, check_volume
 
 #: Default number of optimiser steps (batch 4): about a minute on one CPU core (measured).
@@ -130,8 +131,6 @@ def adapt_to_volume(
         >>> result.steps, (result.model.generator is not model.generator) == result.improved
         (3, True)
     """
-    from .training.sampling import prepare_volume, sample_volume_patches
-
     started = time.perf_counter()
     if steps < 1:
         raise CladeError(f"The number of adaptation steps must be at least 1, not {steps}.")

@@ -329,11 +329,9 @@ def volume_name(path: str | os.PathLike) -> str:
         >>> volume_name("/data/case1_clade.nii.gz")
         'case1_clade'
     """
-    name = Path(path).name
-    for ending in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
-        if name.lower().endswith(ending):
-            return name[: -len(ending)]
-    return name
+    from .volume_files import volume_stem
+
+    return volume_stem(path)
 
 
 def _onto_grid(image, target, name, resample, notes):

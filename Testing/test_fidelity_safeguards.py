@@ -11,11 +11,11 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from CLADE.degradation import blur_rows, degrade_slice
 from CLADE.errors import CladeError
 from CLADE.networks import RESIDUAL_GAIN, ResnetGenerator, fuse_for_inference
-from CLADE.training.degradation import blur_rows, degrade_slice
+from CLADE.slice_sampling import PreparedVolume, sample_volume_patches
 from CLADE.training.presets import TrainingConfig
-from CLADE.training.sampling import PreparedVolume, sample_volume_patches
 from CLADE.training.trainer import LOSS_NAMES, TrainStep, build_networks
 
 

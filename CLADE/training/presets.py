@@ -95,7 +95,7 @@ class TrainingConfig:
     adversarial: str = "bce"
     # Fidelity safeguards beyond the paper (issue 6; 0 / False = the paper's method):
     # lambda_paired weighs |G_X(degraded y) - y|_1 on HR patches degraded along their rows like
-    # a thick-slice acquisition (CLADE.training.degradation); residual makes G_X start as the
+    # a thick-slice acquisition (CLADE.degradation); residual makes G_X start as the
     # identity (CLADE.networks.ResnetGenerator).
     lambda_paired: float = 0.0
     residual: bool = False

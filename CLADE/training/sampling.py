@@ -60,21 +60,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from ..errors import CladeError
-from ..geometry import (
-    detect_thick_axis,
-    hr_slice_stack,
-    lr_slice_axes,
-    lr_slice_stack,
-    resample_to_isotropic,
+from ..slice_sampling import (  # noqa: F401  (PreparedVolume, sample_slices: part of this API)
+    PreparedVolume,
+    prepare_volume,
+    sample_slices,
+    sample_volume,
+    sample_volume_patches,
 )
-from ..normalisation import IntensityWindow, NormalisationRecipe
+from ..volume_files import expand_inputs
 from ..volume_io import read_volume
-
-#: File endings that hold the pixel data of a separate header (not volumes on their own).
-_DATA_COMPANIONS = (".raw", ".zraw", ".img", ".gz.raw")
 
 
 class VolumeSkipped(Warning):
@@ -131,226 +127,6 @@ class PatchBank:
         return int(self.x.nbytes + self.y.nbytes + extra)
 
 
-def sample_slices(
-    slices: np.ndarray,
-    rng: np.random.Generator,
-    patches_per_slice: int = 4,
-    patch_size: int = 32,
-    min_foreground: float = 0.0,
-    threshold: float = -0.9,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Take up to ``patches_per_slice`` random patches from every slice of ``slices`` (n, H, W).
-
-    A position is eligible when at least ``min_foreground`` of the patch's pixels exceed
-    ``threshold``. Returns the patches (float16, ``(N, P, P)``) and their positions
-    ``(slice, row, column)`` of the top-left corner.
-
-    Example:
-        >>> s = np.random.default_rng(0).uniform(-1, 1, (3, 40, 50)).astype(np.float32)
-        >>> patches, where = sample_slices(s, np.random.default_rng(1))
-        >>> patches.shape, where.shape, patches.dtype
-        ((12, 32, 32), (12, 3), dtype('float16'))
-    """
-    n, height, width = slices.shape
-    p = patch_size
-    if height < p or width < p:
-        raise ValueError(f"slices of {height}x{width} are smaller than {p}x{p} patches")
-    rows, cols = height - p + 1, width - p + 1
-    patches, positions = [], []
-    for index in range(n):
-        image = slices[index]
-        if min_foreground > 0:
-            # Windowed count of foreground pixels at every position, from an integral image.
-            integral = np.zeros((height + 1, width + 1), np.int32)
-            integral[1:, 1:] = (image > threshold).cumsum(0).cumsum(1)
-            counts = integral[p:, p:] - integral[:-p, p:] - integral[p:, :-p] + integral[:-p, :-p]
-            eligible = np.flatnonzero(counts >= min_foreground * p * p)
-        else:
-            eligible = None
-        available = rows * cols if eligible is None else eligible.size
-        take = min(patches_per_slice, available)
-        if take == 0:
-            continue
-        chosen = rng.choice(available, size=take, replace=False)
-        if eligible is not None:
-            chosen = eligible[chosen]
-        for flat in np.sort(chosen):
-            r, c = divmod(int(flat), cols)
-            patches.append(image[r : r + p, c : c + p])
-            positions.append((index, r, c))
-    if not patches:
-        return np.zeros((0, p, p), np.float16), np.zeros((0, 3), np.int64)
-    return np.stack(patches).astype(np.float16), np.asarray(positions, np.int64)
-
-
-@dataclass
-class PreparedVolume:
-    """A training volume on its isotropic grid, normalised, with its axes (SimpleITK order)."""
-
-    array: np.ndarray
-    thick_axis: int
-    lr_axes: list[int]
-    #: Input thick spacing over the isotropic spacing (the super-resolution factor).
-    ratio: float = 1.0
-
-
-def prepare_volume(
-    image: sitk.Image,
-    name: str,
-    plane: str = "auto",
-    normalisation: dict | None = None,
-    patch_size: int = 32,
-    thick_axis: int | None = None,
-) -> PreparedVolume:
-    """Interpolate ``image`` to isotropic and normalise it; :class:`CladeError` if unusable.
-
-    ``thick_axis`` overrides the detected thick axis (the largest spacing).
-
-    Example:
-        >>> img = sitk.GetImageFromArray(np.random.default_rng(0).random((8, 40, 40)))
-        >>> img.SetSpacing((1.0, 1.0, 5.0))
-        >>> v = prepare_volume(img, "demo")
-        >>> v.array.shape, v.thick_axis, v.lr_axes, float(v.array.min()), float(v.array.max())
-        ((40, 40, 40), 2, [0], -1.0, 1.0)
-    """
-    thick = detect_thick_axis(image.GetSpacing(), thick_axis)
-    lr_axes = lr_slice_axes(image, thick, plane)
-    iso = resample_to_isotropic(image, thick)
-    array = sitk.GetArrayFromImage(iso)
-    small = [s for s in array.shape if s < patch_size]
-    if small:
-        raise CladeError(
-            f"{name} is only {min(small)} voxels across on its isotropic grid, smaller than the "
-            f"{patch_size}-voxel patches."
-        )
-    low, high = NormalisationRecipe.from_dict(
-        normalisation or {"kind": "percentile", "low": 0.5, "high": 99.5}
-    ).window(array)
-    ratio = image.GetSpacing()[thick] / iso.GetSpacing()[thick]
-    return PreparedVolume(IntensityWindow(low, high).normalise(array), thick, lr_axes, ratio)
-
-
-def sample_volume(
-    volume: PreparedVolume,
-    rng: np.random.Generator,
-    patches_per_slice: int = 4,
-    patch_size: int = 32,
-    min_foreground: float = 0.0,
-    foreground_level: float = 0.05,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The X (LR-plane) and Y (HR-plane) patches of one prepared volume.
-
-    Example:
-        >>> v = PreparedVolume(np.zeros((40, 36, 34), np.float32), 2, [0])
-        >>> x, y = sample_volume(v, np.random.default_rng(0))
-        >>> x.shape, y.shape   # 34 sagittal slices, 40 axial slices, 4 patches each
-        ((136, 32, 32), (160, 32, 32))
-    """
-    x, y, _ = sample_volume_patches(
-        volume, rng, patches_per_slice, patch_size, min_foreground, foreground_level, False
-    )
-    return x, y
-
-
-def sample_volume_patches(
-    volume: PreparedVolume,
-    rng: np.random.Generator,
-    patches_per_slice: int = 4,
-    patch_size: int = 32,
-    min_foreground: float = 0.0,
-    foreground_level: float = 0.05,
-    paired: bool = False,
-    paired_ratios: Sequence[float] | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """:func:`sample_volume`, plus (``paired=True``) the Y patches degraded like thick slices.
-
-    The degraded patch ``i`` is cut at the same place as ``y[i]`` from its HR slice degraded along
-    the rows by :func:`CLADE.training.degradation.degrade_slice` with the volume's own ratio, so
-    that the pair teaches ``G_X`` the inverse of this volume's real degradation.
-    ``paired_ratios=(low, high)`` instead draws each HR slice's ratio uniformly from that range,
-    so a cohort of one slice thickness still teaches the model the thicknesses it will meet
-    (e.g. a 2 mm CT teaching a model used on 5 mm CT).
-
-    Example:
-        >>> v = PreparedVolume(np.zeros((40, 36, 34), np.float32), 2, [0], ratio=4.0)
-        >>> x, y, y_deg = sample_volume_patches(v, np.random.default_rng(0), paired=True)
-        >>> y.shape == y_deg.shape, x.shape
-        (True, (136, 32, 32))
-    """
-    from .degradation import degrade_slice
-
-    threshold = -1.0 + 2.0 * foreground_level
-    options = dict(
-        patches_per_slice=patches_per_slice,
-        patch_size=patch_size,
-        min_foreground=min_foreground,
-        threshold=threshold,
-    )
-    xs = [
-        sample_slices(lr_slice_stack(volume.array, axis, volume.thick_axis), rng, **options)[0]
-        for axis in volume.lr_axes
-    ]
-    hr = hr_slice_stack(volume.array, volume.thick_axis)
-    y, where = sample_slices(hr, rng, **options)
-    y_degraded = None
-    if paired:
-        p = patch_size
-        y_degraded = np.empty_like(y)
-        degraded_slices = {}
-        for i, (index, r, c) in enumerate(where):
-            if index not in degraded_slices:
-                ratio = volume.ratio if paired_ratios is None else rng.uniform(*paired_ratios)
-                degraded_slices = {index: degrade_slice(hr[index], ratio)}
-            y_degraded[i] = degraded_slices[index][r : r + p, c : c + p]
-    return np.concatenate(xs), y, y_degraded
-
-
-def expand_inputs(data: Sequence[str | os.PathLike]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Files and DICOM folders to read from ``data`` (files or folders), and what was left out.
-
-    A folder holding a DICOM series is one volume; any other folder contributes its files and
-    its sub-folders (each read as a DICOM series), not recursively further.
-
-    Example:
-        >>> expand_inputs(["/no/such/file.nrrd"])
-        Traceback (most recent call last):
-        ...
-        CLADE.errors.CladeError: The training input /no/such/file.nrrd does not exist: check the path.
-    """
-    candidates: list[Path] = []
-    skipped: list[tuple[str, str]] = []
-    for item in data:
-        path = Path(item)
-        if not path.exists():
-            raise CladeError(f"The training input {path} does not exist: check the path.")
-        if path.is_file() or _is_dicom_folder(path):
-            candidates.append(path)
-            continue
-        entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
-        if not entries:
-            raise CladeError(f"The training folder {path} is empty: put volumes in it.")
-        for entry in entries:
-            if entry.is_file() and entry.name.lower().endswith(_DATA_COMPANIONS):
-                continue  # pixel data of a .mhd/.nhdr/.hdr header listed next to it
-            if entry.is_dir() and not _is_dicom_folder(entry):
-                skipped.append((str(entry), "a folder without a DICOM series"))
-                continue
-            candidates.append(entry)
-    return candidates, skipped
-
-
-def _is_dicom_folder(path: Path) -> bool:
-    if not path.is_dir():
-        return False
-    # GDCM warns on stderr about every folder without a series; that is the normal case here.
-    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)
-    try:
-        return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)))
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
-
-
 def build_patch_bank(
     data: Sequence[str | os.PathLike],
     *,
@@ -374,7 +150,7 @@ def build_patch_bank(
     ``max_patches`` keeps a seeded random subset of at most that many patches per domain.
 
     Example:
-        >>> import tempfile, os
+        >>> import tempfile, os, SimpleITK as sitk
         >>> folder = tempfile.mkdtemp()
         >>> img = sitk.GetImageFromArray(np.random.default_rng(0).random((8, 40, 40)))
         >>> img.SetSpacing((1.0, 1.0, 5.0))

@@ -48,10 +48,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..degradation import blur_rows
 from ..errors import Cancelled, CladeError
 from ..model_file import make_metadata, save_model
 from ..networks import ModConv, PatchDiscriminator, ResnetGenerator
 from ..normalisation import NormalisationRecipe
+from ..volume_files import expand_inputs
 from . import distributed, losses
 from .checkpoint import (
     CHECKPOINT_NAME,
@@ -61,11 +63,10 @@ from .checkpoint import (
     save_checkpoint,
     write_run_record,
 )
-from .degradation import blur_rows
 from .events import EventWriter
 from .plot import plot_history
 from .presets import TrainingConfig
-from .sampling import EpochSampler, PatchBank, build_patch_bank, expand_inputs
+from .sampling import EpochSampler, PatchBank, build_patch_bank
 from .validation import ValidationSet, choose_metric, is_better, validate
 
 LOSS_NAMES = ("g_total", "adv", "cyc", "ident", "gmap", "d_x", "d_y", "paired", "dc")
