@@ -49,7 +49,8 @@ def test_real_ct_volume_end_to_end(shared_data, tmp_path, tiny_model_path):
     assert result.returncode == 0, result.stderr
     assert "random (untrained) weights" in result.stderr
     summary = result.stdout.strip().splitlines()[-1]
-    assert "512x512x20" in summary and "patches/s on cpu" in summary
+    assert "512x512x20" in summary and "patches (stride 32)" in summary
+    assert "Mvoxel/s on cpu" in summary
     image, output = sitk.ReadImage(str(source)), sitk.ReadImage(str(out))
     assert output.GetPixelID() == image.GetPixelID()  # cast back to int16
     assert output.GetSize()[:2] == image.GetSize()[:2]
@@ -194,7 +195,7 @@ def test_adapt_option_fine_tunes_first_and_keeps_the_grid(shared_data, tmp_path,
                    "16", "--adapt", "20")
     assert result.returncode == 0, result.stderr
     assert "adapted to this volume: 20 steps" in result.stderr
-    assert "adapting" in result.stderr  # the progress bar of the adaptation stage
+    assert "adapt:" in result.stderr  # the progress bar of the adaptation stage
     a, b = sitk.ReadImage(str(plain)), sitk.ReadImage(str(adapted))
     assert (a.GetSize(), a.GetOrigin(), a.GetSpacing(), a.GetDirection()) == (
         b.GetSize(), b.GetOrigin(), b.GetSpacing(), b.GetDirection())
