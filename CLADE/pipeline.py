@@ -63,6 +63,8 @@ _WEIGHTS = {  # (adapting, writing)
     (True, True): {"resample": 0.03, "adapt": 0.45, "infer": 0.49, "write": 0.03},
 }
 _PLANE_NAMES = {0: "sagittal", 1: "coronal", 2: "axial"}
+#: A run whose remaining network time exceeds this (seconds) is warned about once, with advice.
+LONG_RUN_SECONDS = 30 * 60
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,7 @@ class _Reporter:
         self.started = started
         self.stage_started = started
         self.stage = ""
+        self.warned_long = False
 
     def begin(self, stage: str) -> None:
         self.stage = stage
@@ -162,8 +165,6 @@ class _Reporter:
         self.report(0, 1)
 
     def report(self, done: int, total: int, message: str = "") -> None:
-        if self.callback is None:
-            return
         now = time.perf_counter()
         local = min(1.0, done / total) if total else 1.0
         before = sum(self.weights[s] for s in STAGES[: STAGES.index(self.stage)])
@@ -171,11 +172,21 @@ class _Reporter:
         eta = None
         if 0 < done < total:
             eta = (now - self.stage_started) / done * (total - done)
-        self.callback(
-            PipelineProgress(
-                self.stage, int(done), int(total), fraction, now - self.started, eta, message
+        if eta is not None and eta > LONG_RUN_SECONDS and not self.warned_long:
+            self.warned_long = True
+            log.warning(
+                "At the current rate the %s stage needs about %.0f more minutes: press Ctrl-C "
+                "(nothing is written) to stop, then consider a GPU (--device cuda), a smaller "
+                "region, or --precision auto.",
+                self.stage,
+                eta / 60,
             )
-        )
+        if self.callback is not None:
+            self.callback(
+                PipelineProgress(
+                    self.stage, int(done), int(total), fraction, now - self.started, eta, message
+                )
+            )
 
 
 def resolve_request(request: SuperResolutionRequest) -> tuple[LoadedModel, dict]:
