@@ -9,7 +9,7 @@ import torch
 from conftest import make_volume
 from helpers import known_model
 
-from CLADE import pipeline
+from CLADE import pipeline, progress
 from CLADE.device import cpu_has_fast_bfloat16, resolve_device
 from CLADE.errors import Cancelled, CladeError
 from CLADE.geometry import resample_to_isotropic
