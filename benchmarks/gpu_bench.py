@@ -384,6 +384,8 @@ def step_training(dry_run: bool, seconds: float) -> dict:
     from CLADE.training.trainer import TrainStep, build_networks
 
     device = torch.device("cpu" if dry_run else "cuda")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as clade train sets it
     arch = {"base_filters": 4, "n_blocks": 1, "disc_filters": 4} if dry_run else {}
     shipped = TrainingConfig.from_preset("mri", **arch)
     # Batches are doubled up to this; the bank holds at least one batch per domain.
@@ -509,7 +511,9 @@ def step_ddp(dry_run: bool, seconds: float) -> dict:
         if code != 0:
             run["error"] = _last_line(stderr)
         result["torchrun_one_process"] = run
-    result["ddp_one_rank"] = _ddp_one_rank("gloo" if dry_run else "nccl", device)
+    # cuda:0, as distributed.setup names the device of local rank 0 (DDP needs the index).
+    result["ddp_one_rank"] = _ddp_one_rank("gloo" if dry_run else "nccl",
+                                           "cpu" if dry_run else "cuda:0")
     result["ddp_ok"] = bool(result["torchrun_one_process"]["exit_code"] == 0
                             and result["ddp_one_rank"].get("ok"))
     return {"ddp": result}
@@ -541,6 +545,8 @@ def _ddp_one_rank(backend: str, device_name: str) -> dict:
     began = time.monotonic()
     device = torch.device(device_name)
     try:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # as distributed.setup does before NCCL starts
         dist.init_process_group(backend=backend, rank=0, world_size=1)
         config = TrainingConfig.from_preset("mri", batch_size=8, base_filters=8, n_blocks=2,
                                             disc_filters=8, lambda_paired=1.0)
