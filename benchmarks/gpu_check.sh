@@ -13,7 +13,7 @@
 # All measuring is in benchmarks/gpu_bench.py; this script only sets up and calls it.
 set -u
 cd "$(dirname "$0")/.."
-CARRY=build/gpu-carry
+CARRY=${GPU_CHECK_CARRY:-build/gpu-carry}
 PYTHON=${PYTHON:-python3}
 # The volumes the GPU tests need (brain2); add brain1 to also run Testing/test_training_run.py.
 DATA_FILES=${GPU_CHECK_DATA:-mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain2.nrrd}
@@ -68,6 +68,11 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if [ -d "$CARRY/data" ] && [ -z "$DRY" ]; then
     export CLADE_SHARED_DATA="$PWD/$CARRY/data"
+fi
+
+if ! $PYTHON -c "import SimpleITK" 2>/dev/null; then
+    echo "SimpleITK does not import: run 'bash benchmarks/gpu_check.sh --prepare' where pip works" \
+        "and carry $CARRY (the steps will fail and say so in $OUT/gpu.json)" >&2
 fi
 
 # gpu_bench.py keeps its own budget (450 s); this is the backstop if it hangs.
