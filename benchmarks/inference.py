@@ -42,6 +42,8 @@ CASES = {
     "mri": ((185, 330, 23), (1.2, 1.2, 6.6), "mri", 103.0),
     "ct": ((320, 320, 22), (0.95, 0.95, 5.0), "ct", 292.0),
     "ct-large": ((512, 512, 83), (0.7, 0.7, 5.0), "tiny", None),
+    # The same CT with the shipped ct network (speed on a GPU: benchmarks/gpu_bench.py).
+    "ct-large-ct": ((512, 512, 83), (0.7, 0.7, 5.0), "ct", None),
     "smoke": ((40, 48, 6), (1.0, 1.0, 4.0), "tiny", None),  # checks the script in seconds
 }
 # name: pipeline settings
