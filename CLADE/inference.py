@@ -181,10 +181,10 @@ class StackInference:
             stop = min(n, first + per_batch)
             self._check_cancel()
             batch = pad_slices(stack[first:stop, None])
-            try:
-                result = self.runner(batch)
-            except RuntimeError as error:
-                self._shrink(error, per_batch)
+            result = self._attempt(batch)
+            del batch
+            if result is None:
+                self._shrink(per_batch)
                 continue
             out[first:stop] = result[:, 0, :height, :width]
             self._advance((stop - first) * height * width)
@@ -199,10 +199,10 @@ class StackInference:
         for tile in tiles:
             self._check_cancel()
             window = padded[:, :, tile.top : tile.bottom, tile.left : tile.right]
-            try:
-                result = self.runner(window)
-            except RuntimeError as error:
-                self._shrink(error, 1)
+            result = self._attempt(window)
+            if result is None:
+                del padded, window
+                self._shrink(1)
                 self.done = done_before
                 return self._run_tiled_slice(stack, out, index)  # again with smaller tiles
             core = result[
@@ -243,11 +243,11 @@ class StackInference:
             while start < patches.shape[0]:
                 self._check_cancel()
                 stop = min(start + self.batch_size, patches.shape[0])
-                try:
-                    outputs[start:stop] = self.runner(patches[start:stop])
-                except RuntimeError as error:
-                    self._shrink(error, self.batch_size)
+                result = self._attempt(patches[start:stop])
+                if result is None:
+                    self._shrink(self.batch_size)
                     continue
+                outputs[start:stop] = result
                 self._advance(stop - start)
                 start = stop
             out[first : first + slices.shape[0]] = patcher.blend(outputs, slices.shape[0])
@@ -264,10 +264,21 @@ class StackInference:
         if self.cancel is not None and self.cancel():
             raise Cancelled()
 
-    def _shrink(self, error: RuntimeError, current: int) -> None:
+    def _attempt(self, batch: torch.Tensor) -> torch.Tensor | None:
+        """The runner's output, or None after an out-of-memory error (other errors propagate).
+
+        The caller shrinks outside the ``except`` block: while it runs, the traceback still
+        holds the failed pass's tensors, so ``empty_cache`` there could not return them.
+        """
+        try:
+            return self.runner(batch)
+        except RuntimeError as error:
+            if not is_out_of_memory(error):
+                raise
+        return None
+
+    def _shrink(self, current: int) -> None:
         """After an out-of-memory error: halve the batch (or the tile budget) or give up."""
-        if not is_out_of_memory(error):
-            raise error
         if self.settings.device.type == "cuda":
             torch.cuda.empty_cache()
         if self.tiling == "patches" or current > 1:
@@ -275,7 +286,7 @@ class StackInference:
                 raise CladeError(
                     "The GPU ran out of memory even with one patch per batch: close other GPU "
                     "programs or use --device cpu."
-                ) from None
+                )
             self.batch_size = max(1, current // 2)
             if self.tiling == "slices":
                 self._batch_pixels = max(1, self._batch_pixels // 2)
@@ -285,7 +296,7 @@ class StackInference:
             raise CladeError(
                 "The GPU ran out of memory even on small tiles: close other GPU programs or use "
                 "--device cpu."
-            ) from None
+            )
         self.max_pixels //= 2
         self._batch_pixels = min(self._batch_pixels, self.max_pixels)
         log.warning(
