@@ -54,10 +54,12 @@ def is_disk_full(error: BaseException, folder: str | os.PathLike, needed: int = 
     ``needed`` is the size of what was being written; after the temporary file is removed, a
     disk with less free space than that (plus :data:`FULL_MARGIN_BYTES`) could not hold it.
     """
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    if isinstance(error, OSError) and error.errno is not None:
-        return False  # another OS error (permission, I/O): say what it was
+    # torch's writer raises RuntimeError("unexpected pos ...") with the OSError as its context.
+    cause = error
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno is not None:
+            return cause.errno in (errno.ENOSPC, errno.EDQUOT)
+        cause = cause.__cause__ or cause.__context__
     try:
         free = shutil.disk_usage(folder).free
     except OSError:
@@ -113,6 +115,10 @@ def guarded_write(
 
 
 def _short(error: BaseException) -> str:
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror.lower()
+    """The OS's reason if there is one in the chain, else the first line of the message."""
+    cause = error
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror.lower()
+        cause = cause.__cause__ or cause.__context__
     return str(error).splitlines()[0].rstrip(".")
