@@ -18,8 +18,19 @@ from CLADE.training.checkpoint import load_checkpoint, save_checkpoint
 from CLADE.training.run_record import RunRecord
 
 BRAIN1 = "mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain1.nrrd"
-TINY_ARGS = ["--base-filters", "4", "--n-blocks", "1", "--disc-filters", "4",
-             "--max-patches", "32", "--batch-size", "4", "--quiet"]
+TINY_ARGS = [
+    "--base-filters",
+    "4",
+    "--n-blocks",
+    "1",
+    "--disc-filters",
+    "4",
+    "--max-patches",
+    "32",
+    "--batch-size",
+    "4",
+    "--quiet",
+]
 TINY = dict(base_filters=4, n_blocks=1, disc_filters=4, max_patches=32, batch_size=4)
 
 #: Loaded at interpreter start-up in the subprocesses (through PYTHONPATH): the faults.
@@ -96,7 +107,8 @@ def clade_train(faults, args, **env):
 def test_training_without_matplotlib_writes_its_checkpoint_and_models(volume, faults, tmp_path):
     out = tmp_path / "run"
     done = clade_train(
-        faults, [str(volume), "--out", str(out), "--epochs", "1", *TINY_ARGS],
+        faults,
+        [str(volume), "--out", str(out), "--epochs", "1", *TINY_ARGS],
         CLADE_TEST_NO_MATPLOTLIB="1",
     )
     assert done.returncode == 0, done.stderr
@@ -122,7 +134,8 @@ def test_the_plot_is_drawn_only_after_the_epochs_checkpoint(volume, tmp_path, mo
 def test_a_full_disk_ends_in_one_sentence_and_keeps_the_last_checkpoint(volume, faults, tmp_path):
     out = tmp_path / "run"
     first = clade_train(
-        faults, [str(volume), "--out", str(out), "--epochs", "2", *TINY_ARGS],
+        faults,
+        [str(volume), "--out", str(out), "--epochs", "2", *TINY_ARGS],
         CLADE_TEST_CHECKPOINTS_BEFORE_FULL="1",
     )
     expected = (
@@ -160,12 +173,17 @@ def test_a_checkpoint_from_before_the_run_record_resumes(volume, tmp_path):
     record = RunRecord.from_dict(state)
     old = {k: v for k, v in state.items() if k not in record.to_dict() or k == "config"}
     old = {k: v for k, v in old.items() if k not in ("format", "format_version")}
-    old["data"] = {"inputs": record.inputs, "fingerprint": record.fingerprint,
-                   "n_x": record.patches["x"], "n_y": record.patches["y"]}
+    old["data"] = {
+        "inputs": record.inputs,
+        "fingerprint": record.fingerprint,
+        "n_x": record.patches["x"],
+        "n_y": record.patches["y"],
+    }
     save_checkpoint(path, old)
     assert "inputs" not in load_checkpoint(path)
-    result = train([], tmp_path / "run", config.with_settings(epochs=2), resume=True,
-                   progress_bar=False)
+    result = train(
+        [], tmp_path / "run", config.with_settings(epochs=2), resume=True, progress_bar=False
+    )
     assert len(result.history) == 2
     assert load_checkpoint(path)["inputs"] == record.inputs  # rewritten in today's schema
 

@@ -55,14 +55,23 @@ def test_flat_settings_land_in_their_frozen_group():
 
 def test_resumable_settings_are_those_of_the_resumable_groups():
     assert set(RESUMABLE_CHANGES) == {
-        "epochs", "checkpoint_minutes", "log_every", "device", "lambda_cyc", "lambda_ident",
-        "lambda_gmap", "lambda_paired", "lambda_dc", "warmup_epochs",
+        "epochs",
+        "checkpoint_minutes",
+        "log_every",
+        "device",
+        "lambda_cyc",
+        "lambda_ident",
+        "lambda_gmap",
+        "lambda_paired",
+        "lambda_dc",
+        "warmup_epochs",
     }
     assert {GROUP_OF[name] for name in RESUMABLE_CHANGES} == {"loss", "schedule", "bookkeeping"}
     base = TrainingConfig()
     assert base.differences(base.with_settings(lambda_dc=5.0, epochs=20)) == []
     assert base.differences(base.with_settings(adversarial="lsgan", max_patches=9)) == [
-        "max_patches", "adversarial"
+        "max_patches",
+        "adversarial",
     ]
 
 
@@ -86,16 +95,41 @@ def test_every_setting_option_reaches_the_config_by_its_own_name():
     setting_options = options & set(SETTING_NAMES)
     # Options that are not settings: where things go and what the command does.
     assert options - setting_options == {
-        "help", "out", "resume", "window", "val", "val_reference", "events", "quiet"
+        "help",
+        "out",
+        "resume",
+        "window",
+        "val",
+        "val_reference",
+        "events",
+        "quiet",
     }
     values = {
-        "epochs": "3", "batch_size": "2", "lambda_cyc": "0.5", "lambda_ident": "0.5",
-        "lambda_gmap": "2", "lambda_paired": "4", "lambda_dc": "1", "warmup_epochs": "1",
-        "adversarial": "lsgan", "lr": "0.001", "seed": "3", "device": "cpu",
-        "checkpoint_minutes": "5", "patches_per_slice": "2", "max_patches": "10",
-        "min_foreground": "0.5", "plane": "axial", "base_filters": "8", "n_blocks": "2",
-        "upsample": "resize", "disc_filters": "8", "val_stride": "8", "best_metric": "piqe",
-        "log_every": "3", "modality": "CT",
+        "epochs": "3",
+        "batch_size": "2",
+        "lambda_cyc": "0.5",
+        "lambda_ident": "0.5",
+        "lambda_gmap": "2",
+        "lambda_paired": "4",
+        "lambda_dc": "1",
+        "warmup_epochs": "1",
+        "adversarial": "lsgan",
+        "lr": "0.001",
+        "seed": "3",
+        "device": "cpu",
+        "checkpoint_minutes": "5",
+        "patches_per_slice": "2",
+        "max_patches": "10",
+        "min_foreground": "0.5",
+        "plane": "axial",
+        "base_filters": "8",
+        "n_blocks": "2",
+        "upsample": "resize",
+        "disc_filters": "8",
+        "val_stride": "8",
+        "best_metric": "piqe",
+        "log_every": "3",
+        "modality": "CT",
     }
     argv = ["train", "a.nrrd", "--out", "r", "--residual", "--paired-ratios", "2", "6"]
     for name, text in values.items():
@@ -103,18 +137,36 @@ def test_every_setting_option_reaches_the_config_by_its_own_name():
     got = overrides(parser.parse_args(argv))
     assert set(got) == setting_options - {"preset"}
     config = TrainingConfig.from_preset("mri", **got).to_dict()
-    assert all(str(config[name]) == text or float(config[name]) == float(text)
-               for name, text in values.items() if name not in ("plane", "device"))
+    assert all(
+        str(config[name]) == text or float(config[name]) == float(text)
+        for name, text in values.items()
+        if name not in ("plane", "device")
+    )
     assert config["residual"] is True and config["paired_ratios"] == [2.0, 6.0]
 
 
 BAD_NUMBERS = [
-    ("--epochs", "0"), ("--epochs", "2.5"), ("--batch-size", "-1"), ("--lambda-gmap", "nan"),
-    ("--lambda-cyc", "-1"), ("--lambda-ident", "inf"), ("--lambda-paired", "-0.5"),
-    ("--lambda-dc", "nan"), ("--warmup-epochs", "-1"), ("--lr", "0"), ("--lr", "inf"),
-    ("--seed", "-3"), ("--checkpoint-minutes", "0"), ("--patches-per-slice", "0"),
-    ("--max-patches", "0"), ("--min-foreground", "1.5"), ("--base-filters", "0"),
-    ("--n-blocks", "-1"), ("--disc-filters", "0"), ("--val-stride", "0"), ("--log-every", "0"),
+    ("--epochs", "0"),
+    ("--epochs", "2.5"),
+    ("--batch-size", "-1"),
+    ("--lambda-gmap", "nan"),
+    ("--lambda-cyc", "-1"),
+    ("--lambda-ident", "inf"),
+    ("--lambda-paired", "-0.5"),
+    ("--lambda-dc", "nan"),
+    ("--warmup-epochs", "-1"),
+    ("--lr", "0"),
+    ("--lr", "inf"),
+    ("--seed", "-3"),
+    ("--checkpoint-minutes", "0"),
+    ("--patches-per-slice", "0"),
+    ("--max-patches", "0"),
+    ("--min-foreground", "1.5"),
+    ("--base-filters", "0"),
+    ("--n-blocks", "-1"),
+    ("--disc-filters", "0"),
+    ("--val-stride", "0"),
+    ("--log-every", "0"),
 ]
 
 
@@ -130,9 +182,20 @@ def test_bad_numbers_are_refused_by_the_parser(option, value, tmp_path, capsys):
 
 def test_a_bad_number_ends_the_command_in_one_line(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "CLADE", "train", "a.nrrd", "--out", str(tmp_path / "r"),
-         "--lr", "nan"],
-        capture_output=True, text=True, encoding="utf-8",
+        [
+            sys.executable,
+            "-m",
+            "CLADE",
+            "train",
+            "a.nrrd",
+            "--out",
+            str(tmp_path / "r"),
+            "--lr",
+            "nan",
+        ],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
@@ -145,7 +208,9 @@ def test_a_bad_number_ends_the_command_in_one_line(tmp_path):
 def test_pairs_of_numbers_must_be_finite(option, tmp_path, capsys):
     values = ["0.5", "2"] if option == "--paired-ratios" else ["0", "nan"]
     with pytest.raises(SystemExit) as stopped:
-        build_parser().parse_args(["train", "a.nrrd", "--out", str(tmp_path / "r"), option, *values])
+        build_parser().parse_args(
+            ["train", "a.nrrd", "--out", str(tmp_path / "r"), option, *values]
+        )
     assert stopped.value.code == 2
     assert f"argument {option}: expected" in capsys.readouterr().err
 
@@ -153,3 +218,20 @@ def test_pairs_of_numbers_must_be_finite(option, tmp_path, capsys):
 def test_the_events_schema_lists_the_loss_names():
     listed = re.search(r"``step``.*?``losses``(.*?)\)", events.__doc__, re.S).group(1)
     assert tuple(re.findall(r"``(\w+)``", listed.split("LOSS_NAMES")[-1])) == LOSS_NAMES
+
+
+def test_inference_time_modules_import_nothing_from_training():
+    code = (
+        "import importlib, sys\n"
+        "for name in ('CLADE.inference', 'CLADE.adaptation', 'CLADE.pipeline'):\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except ModuleNotFoundError as error:\n"
+        "        if error.name != name: raise\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('CLADE.training'))\n"
+        "assert not loaded, loaded\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8"
+    )
+    assert done.returncode == 0, done.stderr

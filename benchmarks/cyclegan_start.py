@@ -37,7 +37,10 @@ VARIANTS = {
     "no identity term": ({"lambda_ident": 0.0}, False),
     "no gradient-mapping term": ({"lambda_gmap": 0.0}, False),
     "gradient mapping 0.5": ({"lambda_gmap": 0.5}, False),
-    "adversarial + paired only": ({"lambda_cyc": 0.0, "lambda_ident": 0.0, "lambda_gmap": 0.0}, False),
+    "adversarial + paired only": (
+        {"lambda_cyc": 0.0, "lambda_ident": 0.0, "lambda_gmap": 0.0},
+        False,
+    ),
 }
 
 
@@ -111,18 +114,22 @@ def main() -> None:
     identity = (batch(bank.y_degraded, held) - batch(bank.y, held)).abs().mean().item()
     warmed = paired_l1(load_model(args.model).generator, bank, held)
     w = base.loss
-    print(f"paired L1 on {len(held)} patches: identity (spline) {identity:.4f}, "
-          f"warmed-up G_X {warmed:.4f}; weights of the base step: adversarial 1, "
-          f"cycle {w.lambda_cyc:g}, identity {w.lambda_ident:g}, gradient mapping "
-          f"{w.lambda_gmap:g}, paired {w.lambda_paired:g}, data consistency {w.lambda_dc:g}")
+    print(
+        f"paired L1 on {len(held)} patches: identity (spline) {identity:.4f}, "
+        f"warmed-up G_X {warmed:.4f}; weights of the base step: adversarial 1, "
+        f"cycle {w.lambda_cyc:g}, identity {w.lambda_ident:g}, gradient mapping "
+        f"{w.lambda_gmap:g}, paired {w.lambda_paired:g}, data consistency {w.lambda_dc:g}"
+    )
     print(f"\n| variant | after 10 steps | after {args.steps} steps | kept |")
     print("|---|---:|---:|---:|")
     for name, (overrides, pretrain) in VARIANTS.items():
         trace = run_variant(base, overrides, pretrain, args, bank, held)
         # The share of the warm-up's gain over the identity still there at the end.
         kept = (identity - trace[-1]) / max(identity - warmed, 1e-12)
-        print(f"| {name} | {trace[min(9, len(trace) - 1)]:.4f} | {trace[-1]:.4f} | {kept:.0%} |",
-              flush=True)
+        print(
+            f"| {name} | {trace[min(9, len(trace) - 1)]:.4f} | {trace[-1]:.4f} | {kept:.0%} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ _ratio = float_in(1.0)
 #: Any finite number (an intensity window may be negative, e.g. HU).
 _finite = float_in()
 
+
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "train",
@@ -109,9 +110,13 @@ def add_parser(subparsers) -> None:
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
     patches = parser.add_argument_group("patches")
-    patches.add_argument("--patches-per-slice", type=positive_int, help="patches per slice (default 4)")
     patches.add_argument(
-        "--max-patches", type=positive_int, help="keep at most this many patches per domain (random subset)"
+        "--patches-per-slice", type=positive_int, help="patches per slice (default 4)"
+    )
+    patches.add_argument(
+        "--max-patches",
+        type=positive_int,
+        help="keep at most this many patches per domain (random subset)",
     )
     patches.add_argument(
         "--min-foreground",
@@ -133,14 +138,20 @@ def add_parser(subparsers) -> None:
         "instead of the 0.5/99.5 percentiles of each volume",
     )
     arch = parser.add_argument_group("architecture")
-    arch.add_argument("--base-filters", type=positive_int, help="generator base filters (default 64)")
-    arch.add_argument("--n-blocks", type=non_negative_int, help="generator residual blocks (default 6)")
+    arch.add_argument(
+        "--base-filters", type=positive_int, help="generator base filters (default 64)"
+    )
+    arch.add_argument(
+        "--n-blocks", type=non_negative_int, help="generator residual blocks (default 6)"
+    )
     arch.add_argument(
         "--upsample",
         choices=UPSAMPLING,
         help="generator upsampling (default transpose, as the paper)",
     )
-    arch.add_argument("--disc-filters", type=positive_int, help="discriminator base filters (default 64)")
+    arch.add_argument(
+        "--disc-filters", type=positive_int, help="discriminator base filters (default 64)"
+    )
     val = parser.add_argument_group("validation")
     val.add_argument(
         "--val",
@@ -166,7 +177,9 @@ def add_parser(subparsers) -> None:
     output.add_argument(
         "--events", metavar="FILE", help="JSON-lines progress file (default DIR/events.jsonl)"
     )
-    output.add_argument("--log-every", type=positive_int, help="steps between step events (default 10)")
+    output.add_argument(
+        "--log-every", type=positive_int, help="steps between step events (default 10)"
+    )
     output.add_argument("--modality", help="modality recorded in the model files (MR, CT)")
     output.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     parser.set_defaults(func=run)

@@ -99,7 +99,9 @@ class EventWriter:
                 # sentence (a line cut short here is skipped by readers).
                 self._discard_file()
                 raise write_failure(
-                    self.path, error, kept="the events written so far and the last checkpoint are kept"
+                    self.path,
+                    error,
+                    kept="the events written so far and the last checkpoint are kept",
                 ) from None
         if self.listener is not None:
             self.listener(record)

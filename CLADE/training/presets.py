@@ -331,8 +331,7 @@ class TrainingConfig:
                 f"The best-epoch metric must be one of {', '.join(BEST_METRICS)}.",
             ),
             (
-                min(w.lambda_cyc, w.lambda_ident, w.lambda_gmap, w.lambda_paired, w.lambda_dc)
-                >= 0,
+                min(w.lambda_cyc, w.lambda_ident, w.lambda_gmap, w.lambda_paired, w.lambda_dc) >= 0,
                 "Loss weights must be zero or positive.",
             ),
             (

@@ -87,8 +87,15 @@ def plan_run(
     inputs = _settle_inputs(out, stored, data)
     if stored is not None and not val:
         val, val_reference = stored.validation_files, stored.validation_references
-    return RunPlan(out, config, inputs, [str(v) for v in val], [str(v) for v in val_reference],
-                   stored, checkpoint)
+    return RunPlan(
+        out,
+        config,
+        inputs,
+        [str(v) for v in val],
+        [str(v) for v in val_reference],
+        stored,
+        checkpoint,
+    )
 
 
 def _settle_config(out, stored, config, overrides, preset) -> TrainingConfig:

@@ -104,7 +104,10 @@ def build_networks(config: TrainingConfig) -> dict[str, nn.Module]:
 
     def generator() -> nn.Module:
         return ResnetGenerator(
-            base_filters=a.base_filters, n_blocks=a.n_blocks, upsample=a.upsample, residual=a.residual
+            base_filters=a.base_filters,
+            n_blocks=a.n_blocks,
+            upsample=a.upsample,
+            residual=a.residual,
         )
 
     def discriminator() -> nn.Module:
@@ -126,9 +129,8 @@ def build_networks(config: TrainingConfig) -> dict[str, nn.Module]:
 def _adam(parameters, optimiser) -> torch.optim.Adam:
     """Adam with the run's settings, fused into one kernel where this torch supports it.
 
-    The default per-tensor Adam took 0.2-0.9 s per step on CPU for the paper's 21 M parameters,
-    the fused one 0.06 s (benchmarks/training.py): without it the optimiser alone would cost
-    several percent of a CPU step.
+    Fused because the per-tensor Adam was several times slower on CPU, a visible share of a step
+    (measurements: models/cards/training-notes.md).
     """
     parameters = list(parameters)
     betas = (optimiser.beta1, optimiser.beta2)
@@ -262,23 +264,26 @@ class TrainStep:
         self.scaler.step(self.opt_d)
         self.scaler.update()
         return _loss_vector(
-            g_total=g_total, adv=adv, cyc=cyc, ident=ident, gmap=gmap, d_x=loss_dx, d_y=loss_dy,
-            paired=paired, dc=dc,
+            g_total=g_total,
+            adv=adv,
+            cyc=cyc,
+            ident=ident,
+            gmap=gmap,
+            d_x=loss_dx,
+            d_y=loss_dy,
+            paired=paired,
+            dc=dc,
         )
 
     def reset_generator_optimizer(self) -> None:
         """Fresh Adam moments for the generators (the warm-up -> CycleGAN switch).
 
-        Adam's second moments from the warm-up reflect the small paired-term gradients; the
-        adversarial gradients that follow are far larger, and with beta1 = 0.5 the first moment
-        catches up within steps while the second lags for ~1,000, so the first CycleGAN steps
-        would be many times the learning rate. Measured: that wiped out a warmed-up CT G_X in
-        one epoch (dead ReLUs: output equal to spline to 0.01 dB).
+        The warm-up's second moments are too small for the adversarial gradients that follow, so
+        the first CycleGAN steps would be many times the learning rate (it wiped out a warmed-up
+        G_X in one epoch: models/cards/training-notes.md).
         """
         self.opt_g = _adam(
-            itertools.chain(
-                self.networks["g_x"].parameters(), self.networks["g_y"].parameters()
-            ),
+            itertools.chain(self.networks["g_x"].parameters(), self.networks["g_y"].parameters()),
             self.config.optimiser,
         )
 

@@ -87,7 +87,9 @@ class StepLog:
             total_steps=self.total_steps,
             progress=done / self.total_steps,
             losses=named,
-            patches_per_s=self.window_steps * self.pairs_per_step / max(now - self.window_start, 1e-9),
+            patches_per_s=self.window_steps
+            * self.pairs_per_step
+            / max(now - self.window_start, 1e-9),
             eta_s=(self.total_steps - done) / rate,
         )
         if self.bar is not None:

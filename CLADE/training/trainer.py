@@ -193,7 +193,12 @@ class _Session:
             torch.backends.cudnn.benchmark = True
         self.state = self._restore_state()
         self.exporter = Exporter(
-            self.out, c, self.bank, self.validation, self.metric, context.world_size,
+            self.out,
+            c,
+            self.bank,
+            self.validation,
+            self.metric,
+            context.world_size,
             str(self.device),
         )
         self.record = RunRecord(
@@ -309,7 +314,7 @@ class _Session:
             step_log.close()
             s.train_seconds += time.monotonic() - epoch_start
             s.epoch_seconds += time.monotonic() - epoch_start
-        s.epoch_shards = self._shard_report(seen)
+        s.epoch_shards = distributed.shard_report(self.context, seen)
         s.epoch += 1
         s.step = 0
         if self.validation is not None:
@@ -342,21 +347,6 @@ class _Session:
     def _cancelled(self) -> bool:
         flag = bool(self.cancel and self.cancel())
         return distributed.all_agree(self.context, flag) if self.context.enabled else flag
-
-    def _shard_report(self, seen) -> dict | None:
-        """Under DDP: how many patches each rank used this epoch and how many ranks shared."""
-        if seen is None:
-            return None
-        report = {}
-        for domain in ("x", "y"):
-            mine = np.unique(np.concatenate(seen[domain])) if seen[domain] else np.zeros(0, int)
-            gathered = distributed.all_gather_objects(self.context, mine.tolist())
-            counts = np.bincount(np.concatenate([np.asarray(g, int) for g in gathered]))
-            report[domain] = {
-                "per_rank": [len(g) for g in gathered],
-                "shared": int((counts > 1).sum()),
-            }
-        return report
 
     def _finish_epoch(self) -> None:
         """Validation, best model, history, checkpoint, then plot and the epoch event."""
