@@ -18,19 +18,7 @@ from CLADE.training.checkpoint import load_checkpoint, save_checkpoint
 from CLADE.training.run_record import RunRecord
 
 BRAIN1 = "mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain1.nrrd"
-TINY_ARGS = [
-    "--base-filters",
-    "4",
-    "--n-blocks",
-    "1",
-    "--disc-filters",
-    "4",
-    "--max-patches",
-    "32",
-    "--batch-size",
-    "4",
-    "--quiet",
-]
+TINY_ARGS = "--base-filters 4 --n-blocks 1 --disc-filters 4 --max-patches 32 --batch-size 4 --quiet"
 TINY = dict(base_filters=4, n_blocks=1, disc_filters=4, max_patches=32, batch_size=4)
 
 #: Loaded at interpreter start-up in the subprocesses (through PYTHONPATH): the faults.
@@ -106,11 +94,8 @@ def clade_train(faults, args, **env):
 
 def test_training_without_matplotlib_writes_its_checkpoint_and_models(volume, faults, tmp_path):
     out = tmp_path / "run"
-    done = clade_train(
-        faults,
-        [str(volume), "--out", str(out), "--epochs", "1", *TINY_ARGS],
-        CLADE_TEST_NO_MATPLOTLIB="1",
-    )
+    args = [str(volume), "--out", str(out), "--epochs", "1", *TINY_ARGS.split()]
+    done = clade_train(faults, args, CLADE_TEST_NO_MATPLOTLIB="1")
     assert done.returncode == 0, done.stderr
     assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
     assert (out / "model_final.pt").is_file() and not (out / "training.png").exists()
@@ -133,11 +118,8 @@ def test_the_plot_is_drawn_only_after_the_epochs_checkpoint(volume, tmp_path, mo
 
 def test_a_full_disk_ends_in_one_sentence_and_keeps_the_last_checkpoint(volume, faults, tmp_path):
     out = tmp_path / "run"
-    first = clade_train(
-        faults,
-        [str(volume), "--out", str(out), "--epochs", "2", *TINY_ARGS],
-        CLADE_TEST_CHECKPOINTS_BEFORE_FULL="1",
-    )
+    args = [str(volume), "--out", str(out), "--epochs", "2", *TINY_ARGS.split()]
+    first = clade_train(faults, args, CLADE_TEST_CHECKPOINTS_BEFORE_FULL="1")
     expected = (
         f"clade: error: The disk holding {out.resolve()} is full (no space left on device): "
         "checkpoint.pt was not written and the previous file is kept, so the checkpoint at "

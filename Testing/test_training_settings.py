@@ -24,16 +24,19 @@ from CLADE.training.presets import (
 )
 
 
+def run_python(code: str) -> None:
+    """Run ``code`` in a fresh interpreter (what it imports is then all its own)."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
 def test_presets_and_event_readers_import_without_torch():
     code = (
         "import sys, CLADE.training.presets, CLADE.training.events, CLADE.training.loss_terms, "
         "CLADE.training.run_record; import CLADE.training as t; t.TrainingConfig; t.PRESETS; "
         "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:5]"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8"
-    )
-    assert done.returncode == 0, done.stderr
+    run_python(code)
 
 
 def test_flat_settings_land_in_their_frozen_group():
@@ -231,7 +234,4 @@ def test_inference_time_modules_import_nothing_from_training():
         "loaded = sorted(m for m in sys.modules if m.startswith('CLADE.training'))\n"
         "assert not loaded, loaded\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8"
-    )
-    assert done.returncode == 0, done.stderr
+    run_python(code)

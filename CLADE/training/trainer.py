@@ -30,6 +30,7 @@ Python API (what ``clade train`` calls)::
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -240,24 +241,16 @@ class _Session:
         return self._finish_run()
 
     def _build_bank(self) -> PatchBank:
-        s = self.config.sampling
-
         def on_volume(report: dict) -> None:
             self.log.emit("sampling", **report)
 
+        # The sampling group's fields are build_patch_bank's keywords, passed whole.
         bank = build_patch_bank(
             self.plan.inputs,
             seed=self.config.optimiser.seed,
-            patches_per_slice=s.patches_per_slice,
-            patch_size=s.patch_size,
-            plane=s.plane,
-            normalisation=s.normalisation,
-            min_foreground=s.min_foreground,
-            foreground_level=s.foreground_level,
-            max_patches=s.max_patches,
             on_volume=on_volume,
             paired=self.config.loss.paired_term,
-            paired_ratios=s.paired_ratios,
+            **dataclasses.asdict(self.config.sampling),
         )
         self.plan.check_bank(bank.fingerprint())
         return bank
