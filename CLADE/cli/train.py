@@ -36,9 +36,9 @@ def add_parser(subparsers) -> None:
         help="train CLADE networks on thick-slice volumes",
         description=(
             "Train CLADE (unpaired CycleGAN with gradient-mapping loss) on anisotropic volumes: "
-            "32x32 patches from their LR and HR planes. Writes checkpoints, events, a plot and "
-            "the final and best generators (CLADE model files) into --out. Under torchrun it "
-            "trains with DistributedDataParallel on every process."
+            "32x32 patches from their LR and HR planes. Writes checkpoints, events, a plot (with "
+            "matplotlib) and the final and best generators (CLADE model files) into --out. Under "
+            "torchrun it trains with DistributedDataParallel on every process."
         ),
     )
     parser.add_argument(
