@@ -263,17 +263,9 @@ class TrainStep:
         self.scaler.scale(loss_dx + loss_dy).backward()
         self.scaler.step(self.opt_d)
         self.scaler.update()
-        return _loss_vector(
-            g_total=g_total,
-            adv=adv,
-            cyc=cyc,
-            ident=ident,
-            gmap=gmap,
-            d_x=loss_dx,
-            d_y=loss_dy,
-            paired=paired,
-            dc=dc,
-        )
+        terms = {"g_total": g_total, "adv": adv, "cyc": cyc, "ident": ident, "gmap": gmap}
+        terms.update(d_x=loss_dx, d_y=loss_dy, paired=paired, dc=dc)
+        return _loss_vector(**terms)
 
     def reset_generator_optimizer(self) -> None:
         """Fresh Adam moments for the generators (the warm-up -> CycleGAN switch).
