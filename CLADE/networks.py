@@ -255,6 +255,26 @@ class PatchDiscriminator(nn.Module):
         return self.model(x)
 
 
+def init_weights(network: nn.Module, std: float = 0.02) -> nn.Module:
+    """Draw every convolution's weights from N(0, ``std``) and zero its biases, in place.
+
+    The paper is silent on initialisation; N(0, 0.02) is the start of CycleGAN's reference
+    implementations (PyTorch and TensorFlow). Draws come from the current torch seed, one module
+    after another in ``network.modules()`` order, so a seeded run starts from the same weights.
+
+    Example:
+        >>> first = init_weights(PatchDiscriminator(base_filters=4)).model[0]
+        >>> bool((first.bias == 0).all()), round(float(first.weight.detach().std()), 1) <= 0.1
+        (True, True)
+    """
+    for module in network.modules():
+        if isinstance(module, (nn.Conv2d, ModConv)):
+            nn.init.normal_(module.weight, 0.0, std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    return network
+
+
 def fuse_for_inference(generator: nn.Module) -> nn.Module:
     """Return a copy of ``generator`` with every ModConv replaced by a plain convolution.
 

@@ -1,4 +1,14 @@
-"""Shared pytest fixtures: the real data in ../shared/data, tiny model files, small volumes."""
+"""Shared pytest fixtures (the real data in ../shared/data, tiny model files, small volumes) and
+the markers every test gets from its file name, so a quick run is one ``-m`` away::
+
+    python -m pytest -m "not slow and not training"     # core and CLI, a few minutes
+    python -m pytest -m training                         # the training runs
+    python -m pytest -m "not slicer"                     # without the Slicer module's tests
+
+``slicer``: files ``test_slicer_*``; ``training``: files ``test_training_*``; ``slow``: marked in
+the test file (the shipped models end to end); ``gpu``: tests marked ``gpu`` or in files
+``test_gpu_*``, skipped where torch sees no CUDA device.
+"""
 
 from __future__ import annotations
 
@@ -63,3 +73,32 @@ def make_volume(
 def python_exe() -> str:
     """The interpreter running the tests (subprocess tests use it to run ``-m CLADE``)."""
     return sys.executable
+
+
+#: Markers given by the test file's name (prefix -> marker).
+_FILE_MARKERS = {"test_slicer_": "slicer", "test_training_": "training", "test_gpu_": "gpu"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    gpu_skip = None
+    for item in items:
+        name = item.path.name
+        for prefix, marker in _FILE_MARKERS.items():
+            if name.startswith(prefix):
+                item.add_marker(getattr(pytest.mark, marker))
+        if item.get_closest_marker("gpu") is not None:
+            if gpu_skip is None:
+                gpu_skip = _gpu_skip()
+            if gpu_skip is not None:
+                item.add_marker(gpu_skip)
+
+
+def _gpu_skip():
+    """A skip mark when torch sees no CUDA device (None when one is there)."""
+    try:
+        import torch
+    except ImportError:
+        return pytest.mark.skip(reason="needs torch with a CUDA GPU")
+    if torch.cuda.is_available():
+        return None
+    return pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")

@@ -99,26 +99,8 @@ def test_training_with_safeguards_logs_the_paired_loss_and_exports_a_residual_mo
         str(shared_data / "mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain1.nrrd")
     )
     sitk.WriteImage(image[80:144, 80:144, :], str(crop))
-    base = [
-        sys.executable,
-        "-m",
-        "CLADE",
-        "train",
-        str(crop),
-        "--epochs",
-        "1",
-        "--max-patches",
-        "32",
-        "--base-filters",
-        "4",
-        "--n-blocks",
-        "1",
-        "--disc-filters",
-        "4",
-        "--quiet",
-        "--device",
-        "cpu",
-    ]
+    tiny = "--epochs 1 --max-patches 32 --base-filters 4 --n-blocks 1 --disc-filters 4 --quiet"
+    base = [sys.executable, "-m", "CLADE", "train", str(crop), *tiny.split(), "--device", "cpu"]
     runs = {}
     on = ["--lambda-paired", "5", "--residual", "--epochs", "2", "--warmup-epochs", "1"]
     on += ["--lambda-dc", "2"]

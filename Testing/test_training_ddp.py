@@ -22,35 +22,10 @@ def test_torchrun_two_processes(python_exe, shared_data, tmp_path):
     sitk.WriteImage(sitk.ReadImage(str(shared_data / BRAIN2))[80:144, 80:144, 8:16], str(volume))
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [
-        python_exe,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "CLADE",
-        "train",
-        str(volume),
-        "--out",
-        str(out),
-        "--device",
-        "cpu",
-        "--epochs",
-        "1",
-        "--max-patches",
-        "64",
-        "--batch-size",
-        "4",
-        "--base-filters",
-        "4",
-        "--n-blocks",
-        "1",
-        "--disc-filters",
-        "4",
-        "--quiet",
-    ]
+    launcher = "-m torch.distributed.run --standalone --nproc_per_node 2 -m CLADE train"
+    tiny = "--epochs 1 --max-patches 64 --batch-size 4 --base-filters 4 --n-blocks 1 --disc-filters 4"
+    command = [python_exe, *launcher.split(), str(volume), "--out", str(out), "--device", "cpu"]
+    command += [*tiny.split(), "--quiet"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, encoding="utf-8", timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
 

@@ -18,25 +18,10 @@ from CLADE.training import TrainingConfig, read_events, train
 from CLADE.training.checkpoint import load_checkpoint, save_checkpoint
 
 BRAIN1 = "mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain1.nrrd"
-ARGS = [
-    "--epochs",
-    "2",
-    "--max-patches",
-    "64",
-    "--batch-size",
-    "4",
-    "--base-filters",
-    "4",
-    "--n-blocks",
-    "1",
-    "--disc-filters",
-    "4",
-    "--seed",
-    "7",
-    "--quiet",
-    "--log-every",
-    "1",
-]
+ARGS = (
+    "--epochs 2 --max-patches 64 --batch-size 4 --base-filters 4 --n-blocks 1 --disc-filters 4 "
+    "--seed 7 --quiet --log-every 1"
+).split()
 
 
 @pytest.fixture(scope="module")
@@ -153,20 +138,25 @@ def test_training_stops_cleanly_when_the_disk_fills(volume, tmp_path, monkeypatc
     assert result.final_model.is_file()
 
 
+def cancel_after(steps: int):
+    """A cancel callback that asks to stop before step ``steps + 1``."""
+    calls = {"n": 0}
+
+    def cancel() -> bool:
+        calls["n"] += 1
+        return calls["n"] > steps
+
+    return cancel
+
+
 def test_cancel_writes_a_checkpoint_that_resumes(volume, tmp_path):
     from CLADE.errors import Cancelled
 
     config = TrainingConfig.from_preset(
         "mri", epochs=1, max_patches=32, base_filters=4, n_blocks=1, disc_filters=4
     )
-    calls = {"n": 0}
-
-    def cancel() -> bool:
-        calls["n"] += 1
-        return calls["n"] > 3  # stop before the fourth step
-
     with pytest.raises(Cancelled, match="rerun with --resume"):
-        train([volume], tmp_path / "out", config, cancel=cancel, progress_bar=False)
+        train([volume], tmp_path / "out", config, cancel=cancel_after(3), progress_bar=False)
     state = load_checkpoint(tmp_path / "out" / "checkpoint.pt")
     assert state["epoch"] == 0 and state["pairs_done"] == 3 * 4
     result = train([], tmp_path / "out", None, resume=True, progress_bar=False)
@@ -179,16 +169,10 @@ def test_a_checkpoint_from_before_a_new_loss_term_resumes_with_it(volume, tmp_pa
     config = TrainingConfig.from_preset(
         "mri", epochs=1, max_patches=32, base_filters=4, n_blocks=1, disc_filters=4
     )
-    calls = {"n": 0}
-
-    def cancel() -> bool:
-        calls["n"] += 1
-        return calls["n"] > 3
-
     from CLADE.errors import Cancelled
 
     with pytest.raises(Cancelled):
-        train([volume], tmp_path / "out", config, cancel=cancel, progress_bar=False)
+        train([volume], tmp_path / "out", config, cancel=cancel_after(3), progress_bar=False)
     path = tmp_path / "out" / "checkpoint.pt"
     state = load_checkpoint(path)
     state["epoch_sums"] = state["epoch_sums"][:8].clone()

@@ -91,7 +91,7 @@ def test_run_writes_everything(trained):
 
 def test_weights_change_and_checkpoint_is_plain(trained):
     _, out, _, config = trained
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.optimiser.seed)
     initial = build_networks(config)
     state = load_checkpoint(out / "checkpoint.pt")  # weights_only=True inside
     assert state["epoch"] == 2 and state["pairs_done"] == 0 and state["global_step"] == 16

@@ -20,15 +20,14 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 import numpy as np
 import torch
 
 from CLADE.model_file import load_model
-from CLADE.training.presets import TrainingConfig
+from CLADE.training.presets import SETTING_NAMES, TrainingConfig
 from CLADE.training.sampling import build_patch_bank
-from CLADE.training.trainer import TrainStep, build_networks
+from CLADE.training.step import TrainStep, build_networks
 
 # name -> (config overrides, pre-train G_Y on the degradation first)
 VARIANTS = {
@@ -38,7 +37,10 @@ VARIANTS = {
     "no identity term": ({"lambda_ident": 0.0}, False),
     "no gradient-mapping term": ({"lambda_gmap": 0.0}, False),
     "gradient mapping 0.5": ({"lambda_gmap": 0.5}, False),
-    "adversarial + paired only": ({"lambda_cyc": 0.0, "lambda_ident": 0.0, "lambda_gmap": 0.0}, False),
+    "adversarial + paired only": (
+        {"lambda_cyc": 0.0, "lambda_ident": 0.0, "lambda_gmap": 0.0},
+        False,
+    ),
 }
 
 
@@ -54,9 +56,10 @@ def paired_l1(g_x: torch.nn.Module, bank, held: np.ndarray) -> float:
 def pretrain_g_y(g_y: torch.nn.Module, bank, steps: int, config: TrainingConfig) -> None:
     """G_Y learns the degradation (HR patch -> degraded patch) on its own, like G_X's warm-up."""
     rng = np.random.default_rng(1)
-    optimiser = torch.optim.Adam(g_y.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
+    o = config.optimiser
+    optimiser = torch.optim.Adam(g_y.parameters(), lr=o.lr, betas=(o.beta1, o.beta2))
     for _ in range(steps):
-        idx = rng.integers(0, len(bank.y), config.batch_size)
+        idx = rng.integers(0, len(bank.y), o.batch_size)
         loss = (g_y(batch(bank.y, idx)) - batch(bank.y_degraded, idx)).abs().mean()
         optimiser.zero_grad()
         loss.backward()
@@ -64,8 +67,8 @@ def pretrain_g_y(g_y: torch.nn.Module, bank, steps: int, config: TrainingConfig)
 
 
 def run_variant(base: TrainingConfig, overrides: dict, pretrain: bool, args, bank, held) -> list:
-    config = dataclasses.replace(base, **overrides)
-    torch.manual_seed(config.seed)
+    config = base.with_settings(**overrides)
+    torch.manual_seed(config.optimiser.seed)
     networks = build_networks(config)
     networks["g_x"].load_state_dict(load_model(args.model).generator.state_dict())
     if pretrain:
@@ -74,8 +77,8 @@ def run_variant(base: TrainingConfig, overrides: dict, pretrain: bool, args, ban
     rng = np.random.default_rng(0)
     trace = []
     for _ in range(args.steps):
-        x_idx = rng.integers(0, len(bank.x), config.batch_size)
-        y_idx = rng.integers(0, len(bank.y), config.batch_size)
+        x_idx = rng.integers(0, len(bank.x), config.optimiser.batch_size)
+        y_idx = rng.integers(0, len(bank.y), config.optimiser.batch_size)
         ratios = torch.from_numpy(bank.x_ratios(x_idx))
         step(batch(bank.x, x_idx), batch(bank.y, y_idx), batch(bank.y_degraded, y_idx), ratios)
         trace.append(paired_l1(networks["g_x"], bank, held))
@@ -94,34 +97,39 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     trained = load_model(args.model).metadata["training"]["config"]
-    fields = {f.name for f in dataclasses.fields(TrainingConfig)}
-    base = TrainingConfig(**{k: v for k, v in trained.items() if k in fields})
-    base = dataclasses.replace(base, lambda_dc=base.lambda_dc or 10.0)
+    base = TrainingConfig.from_dict({k: v for k, v in trained.items() if k in SETTING_NAMES})
+    base = base.with_settings(lambda_dc=base.loss.lambda_dc or 10.0)
+    s = base.sampling
     bank = build_patch_bank(
         args.volumes,
-        seed=base.seed,
-        patches_per_slice=base.patches_per_slice,
-        normalisation=base.normalisation,
-        min_foreground=base.min_foreground,
+        seed=base.optimiser.seed,
+        patches_per_slice=s.patches_per_slice,
+        normalisation=s.normalisation,
+        min_foreground=s.min_foreground,
         max_patches=args.patches,
         paired=True,
-        paired_ratios=base.paired_ratios,
+        paired_ratios=s.paired_ratios,
     )
     held = np.arange(min(64, len(bank.y)))
     identity = (batch(bank.y_degraded, held) - batch(bank.y, held)).abs().mean().item()
     warmed = paired_l1(load_model(args.model).generator, bank, held)
-    print(f"paired L1 on {len(held)} patches: identity (spline) {identity:.4f}, "
-          f"warmed-up G_X {warmed:.4f}; weights of the base step: adversarial 1, "
-          f"cycle {base.lambda_cyc:g}, identity {base.lambda_ident:g}, gradient mapping "
-          f"{base.lambda_gmap:g}, paired {base.lambda_paired:g}, data consistency {base.lambda_dc:g}")
+    w = base.loss
+    print(
+        f"paired L1 on {len(held)} patches: identity (spline) {identity:.4f}, "
+        f"warmed-up G_X {warmed:.4f}; weights of the base step: adversarial 1, "
+        f"cycle {w.lambda_cyc:g}, identity {w.lambda_ident:g}, gradient mapping "
+        f"{w.lambda_gmap:g}, paired {w.lambda_paired:g}, data consistency {w.lambda_dc:g}"
+    )
     print(f"\n| variant | after 10 steps | after {args.steps} steps | kept |")
     print("|---|---:|---:|---:|")
     for name, (overrides, pretrain) in VARIANTS.items():
         trace = run_variant(base, overrides, pretrain, args, bank, held)
         # The share of the warm-up's gain over the identity still there at the end.
         kept = (identity - trace[-1]) / max(identity - warmed, 1e-12)
-        print(f"| {name} | {trace[min(9, len(trace) - 1)]:.4f} | {trace[-1]:.4f} | {kept:.0%} |",
-              flush=True)
+        print(
+            f"| {name} | {trace[min(9, len(trace) - 1)]:.4f} | {trace[-1]:.4f} | {kept:.0%} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import torch
 from CLADE.networks import count_parameters
 from CLADE.training.presets import TrainingConfig
 from CLADE.training.sampling import EpochSampler
-from CLADE.training.trainer import TrainStep, build_networks
+from CLADE.training.step import TrainStep, build_networks
 
 
 def bare_pass(networks: dict, x: torch.Tensor, y: torch.Tensor) -> None:

@@ -14,36 +14,174 @@ import sys
 import warnings
 
 from ..geometry import PLANE_NAMES
+from ..training.loss_terms import ADVERSARIAL_KINDS
+from ..training.presets import BEST_METRICS, PRESETS, SETTING_NAMES, UPSAMPLING
+from .arguments import (
+    float_in,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
-#: Options whose value comes from the preset (or, on --resume, from the run) unless given.
-_OVERRIDES = {
-    "epochs": "epochs",
-    "batch_size": "batch_size",
-    "lambda_cyc": "lambda_cyc",
-    "lambda_ident": "lambda_ident",
-    "lambda_gmap": "lambda_gmap",
-    "lambda_paired": "lambda_paired",
-    "residual": "residual",
-    "warmup_epochs": "warmup_epochs",
-    "lambda_dc": "lambda_dc",
-    "paired_ratios": "paired_ratios",
-    "adversarial": "adversarial",
-    "patches_per_slice": "patches_per_slice",
-    "max_patches": "max_patches",
-    "min_foreground": "min_foreground",
-    "plane": "plane",
-    "seed": "seed",
-    "device": "device",
-    "base_filters": "base_filters",
-    "n_blocks": "n_blocks",
-    "upsample": "upsample",
-    "disc_filters": "disc_filters",
-    "checkpoint_minutes": "checkpoint_minutes",
-    "log_every": "log_every",
-    "best_metric": "best_metric",
-    "val_stride": "val_stride",
-    "lr": "lr",
-    "modality": "modality",
+#: A thickness ratio (slice spacing over in-plane spacing) is at least 1.
+_ratio = float_in(1.0)
+#: Any finite number (an intensity window may be negative, e.g. HU).
+_finite = float_in()
+
+
+def _typed(kind, help: str) -> dict:
+    return {"type": kind, "help": help}
+
+
+def _choice(choices, help: str) -> dict:
+    return {"choices": tuple(choices), "help": help}
+
+
+#: The options of ``clade train`` by help section; a setting's option is its name with dashes.
+_OPTIONS = {
+    "training": (
+        ("--epochs", _typed(positive_int, "epochs (default 10)")),
+        ("--batch-size", _typed(positive_int, "pairs per step per process")),
+        ("--lambda-cyc", _typed(non_negative_float, "cycle-consistency weight")),
+        ("--lambda-ident", _typed(non_negative_float, "identity weight")),
+        ("--lambda-gmap", _typed(non_negative_float, "gradient-mapping weight")),
+        (
+            "--lambda-paired",
+            _typed(
+                non_negative_float,
+                "weight of the self-supervised paired L1 term on HR patches degraded like thick "
+                "slices (fidelity safeguard beyond the paper; default 0 = off)",
+            ),
+        ),
+        (
+            "--lambda-dc",
+            _typed(
+                non_negative_float,
+                "weight of data consistency: G_X(x) blurred with the slice profile must match x "
+                "blurred the same way (fidelity safeguard beyond the paper; default 0 = off)",
+            ),
+        ),
+        (
+            "--warmup-epochs",
+            _typed(
+                non_negative_int,
+                "first epochs train G_X on the paired term alone, ~7x cheaper per pair than a "
+                "full step (needs --lambda-paired; default 0)",
+            ),
+        ),
+        (
+            "--paired-ratios",
+            {
+                "nargs": 2,
+                "type": _ratio,
+                "metavar": ("LOW", "HIGH"),
+                "help": "draw the paired term's simulated slice-thickness ratio per HR slice from "
+                "this range instead of each volume's own (teaches thicknesses the cohort lacks)",
+            },
+        ),
+        (
+            "--residual",
+            {
+                "action": "store_true",
+                "default": None,
+                "help": "generator adds a learnt correction to its input (starts as the identity)",
+            },
+        ),
+        (
+            "--adversarial",
+            _choice(ADVERSARIAL_KINDS, "adversarial loss (default bce, as the paper)"),
+        ),
+        ("--lr", _typed(positive_float, "Adam learning rate (default 2e-4)")),
+        ("--seed", _typed(non_negative_int, "random seed (default 0)")),
+        ("--device", {"help": "auto (default), cpu, cuda or cuda:N"}),
+        (
+            "--checkpoint-minutes",
+            _typed(positive_float, "also checkpoint every this many minutes (default 15)"),
+        ),
+        (
+            "--resume",
+            {"action": "store_true", "help": "continue the run in --out from its last checkpoint"},
+        ),
+    ),
+    "patches": (
+        ("--patches-per-slice", _typed(positive_int, "patches per slice (default 4)")),
+        (
+            "--max-patches",
+            _typed(positive_int, "keep at most this many patches per domain (random subset)"),
+        ),
+        (
+            "--min-foreground",
+            _typed(
+                float_in(0.0, 1.0),
+                "least fraction of a patch above background (default 0.25; 0 keeps all "
+                "patches, as the paper)",
+            ),
+        ),
+        (
+            "--plane",
+            _choice(
+                ("auto", "both") + PLANE_NAMES,
+                "LR plane for domain X (default auto: sagittal when possible)",
+            ),
+        ),
+        (
+            "--window",
+            {
+                "nargs": 2,
+                "type": _finite,
+                "metavar": ("LOW", "HIGH"),
+                "help": "fixed intensity window mapped to [-1, 1] (e.g. HU for CT) instead of "
+                "the 0.5/99.5 percentiles of each volume",
+            },
+        ),
+    ),
+    "architecture": (
+        ("--base-filters", _typed(positive_int, "generator base filters (default 64)")),
+        ("--n-blocks", _typed(non_negative_int, "generator residual blocks (default 6)")),
+        (
+            "--upsample",
+            _choice(UPSAMPLING, "generator upsampling (default transpose, as the paper)"),
+        ),
+        ("--disc-filters", _typed(positive_int, "discriminator base filters (default 64)")),
+    ),
+    "validation": (
+        (
+            "--val",
+            {
+                "action": "append",
+                "default": [],
+                "metavar": "VOLUME",
+                "help": "held-out thick-slice volume scored every epoch (repeatable)",
+            },
+        ),
+        (
+            "--val-reference",
+            {
+                "action": "append",
+                "default": [],
+                "metavar": "ISO",
+                "help": "isotropic truth of the matching --val volume: adds PSNR and SSIM",
+            },
+        ),
+        ("--val-stride", _typed(positive_int, "inference stride for validation")),
+        (
+            "--best-metric",
+            _choice(
+                BEST_METRICS,
+                "metric choosing the best epoch (auto: ssim with references, else piqe)",
+            ),
+        ),
+    ),
+    "output": (
+        (
+            "--events",
+            {"metavar": "FILE", "help": "JSON-lines progress file (default DIR/events.jsonl)"},
+        ),
+        ("--log-every", _typed(positive_int, "steps between step events (default 10)")),
+        ("--modality", {"help": "modality recorded in the model files (MR, CT)"}),
+        ("--quiet", {"action": "store_true", "help": "no progress bar or summary"}),
+    ),
 }
 
 
@@ -53,9 +191,9 @@ def add_parser(subparsers) -> None:
         help="train CLADE networks on thick-slice volumes",
         description=(
             "Train CLADE (unpaired CycleGAN with gradient-mapping loss) on anisotropic volumes: "
-            "32x32 patches from their LR and HR planes. Writes checkpoints, events, a plot and "
-            "the final and best generators (CLADE model files) into --out. Under torchrun it "
-            "trains with DistributedDataParallel on every process."
+            "32x32 patches from their LR and HR planes. Writes checkpoints, events, a plot (with "
+            "matplotlib) and the final and best generators (CLADE model files) into --out. Under "
+            "torchrun it trains with DistributedDataParallel on every process."
         ),
     )
     parser.add_argument(
@@ -67,154 +205,38 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder of the run")
     parser.add_argument(
         "--preset",
-        choices=("mri", "ct", "paper"),
+        choices=tuple(PRESETS),
         default=None,
         help="mri (loss weights 1,1,5), ct (1,1,10) or paper (the paper's exact "
         "recipe, batch 1, no background filter); default mri",
     )
-    group = parser.add_argument_group("training")
-    group.add_argument("--epochs", type=int, help="epochs (default 10)")
-    group.add_argument("--batch-size", type=int, help="pairs per step per process")
-    group.add_argument("--lambda-cyc", type=float, help="cycle-consistency weight")
-    group.add_argument("--lambda-ident", type=float, help="identity weight")
-    group.add_argument("--lambda-gmap", type=float, help="gradient-mapping weight")
-    group.add_argument(
-        "--lambda-paired",
-        type=float,
-        help="weight of the self-supervised paired L1 term on HR patches degraded like thick "
-        "slices (fidelity safeguard beyond the paper; default 0 = off)",
-    )
-    group.add_argument(
-        "--lambda-dc",
-        type=float,
-        help="weight of data consistency: G_X(x) blurred with the slice profile must match x "
-        "blurred the same way (fidelity safeguard beyond the paper; default 0 = off)",
-    )
-    group.add_argument(
-        "--warmup-epochs",
-        type=int,
-        help="first epochs train G_X on the paired term alone, ~7x cheaper per pair than a "
-        "full step (needs --lambda-paired; default 0)",
-    )
-    group.add_argument(
-        "--paired-ratios",
-        nargs=2,
-        type=float,
-        metavar=("LOW", "HIGH"),
-        help="draw the paired term's simulated slice-thickness ratio per HR slice from this "
-        "range instead of each volume's own (teaches thicknesses the cohort lacks)",
-    )
-    group.add_argument(
-        "--residual",
-        action="store_true",
-        default=None,
-        help="generator adds a learnt correction to its input (starts as the identity)",
-    )
-    group.add_argument(
-        "--adversarial",
-        choices=("bce", "lsgan"),
-        help="adversarial loss (default bce, as the paper)",
-    )
-    group.add_argument("--lr", type=float, help="Adam learning rate (default 2e-4)")
-    group.add_argument("--seed", type=int, help="random seed (default 0)")
-    group.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
-    group.add_argument(
-        "--checkpoint-minutes",
-        type=float,
-        help="also checkpoint every this many minutes (default 15)",
-    )
-    group.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
-    )
-    patches = parser.add_argument_group("patches")
-    patches.add_argument("--patches-per-slice", type=int, help="patches per slice (default 4)")
-    patches.add_argument(
-        "--max-patches", type=int, help="keep at most this many patches per domain (random subset)"
-    )
-    patches.add_argument(
-        "--min-foreground",
-        type=float,
-        help="least fraction of a patch above background (default 0.25; 0 "
-        "keeps all patches, as the paper)",
-    )
-    patches.add_argument(
-        "--plane",
-        choices=("auto", "both") + PLANE_NAMES,
-        help="LR plane for domain X (default auto: sagittal when possible)",
-    )
-    patches.add_argument(
-        "--window",
-        nargs=2,
-        type=float,
-        metavar=("LOW", "HIGH"),
-        help="fixed intensity window mapped to [-1, 1] (e.g. HU for CT) "
-        "instead of the 0.5/99.5 percentiles of each volume",
-    )
-    arch = parser.add_argument_group("architecture")
-    arch.add_argument("--base-filters", type=int, help="generator base filters (default 64)")
-    arch.add_argument("--n-blocks", type=int, help="generator residual blocks (default 6)")
-    arch.add_argument(
-        "--upsample",
-        choices=("transpose", "resize"),
-        help="generator upsampling (default transpose, as the paper)",
-    )
-    arch.add_argument("--disc-filters", type=int, help="discriminator base filters (default 64)")
-    val = parser.add_argument_group("validation")
-    val.add_argument(
-        "--val",
-        action="append",
-        default=[],
-        metavar="VOLUME",
-        help="held-out thick-slice volume scored every epoch (repeatable)",
-    )
-    val.add_argument(
-        "--val-reference",
-        action="append",
-        default=[],
-        metavar="ISO",
-        help="isotropic truth of the matching --val volume: adds PSNR and SSIM",
-    )
-    val.add_argument("--val-stride", type=int, help="inference stride for validation")
-    val.add_argument(
-        "--best-metric",
-        choices=("auto", "piqe", "psnr", "ssim"),
-        help="metric choosing the best epoch (auto: ssim with references, else piqe)",
-    )
-    output = parser.add_argument_group("output")
-    output.add_argument(
-        "--events", metavar="FILE", help="JSON-lines progress file (default DIR/events.jsonl)"
-    )
-    output.add_argument("--log-every", type=int, help="steps between step events (default 10)")
-    output.add_argument("--modality", help="modality recorded in the model files (MR, CT)")
-    output.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    for title, options in _OPTIONS.items():
+        group = parser.add_argument_group(title)
+        for flag, settings in options:
+            group.add_argument(flag, **settings)
     parser.set_defaults(func=run)
 
 
-def build_config(args: argparse.Namespace):
-    """The :class:`TrainingConfig` the arguments ask for (``None``: the run's own, on resume)."""
-    from ..training.checkpoint import read_run_record
-    from ..training.presets import TrainingConfig
+def overrides(args: argparse.Namespace) -> dict:
+    """The settings the options give, by flat name (the rest: the preset's, or the run's).
 
-    overrides = {
-        field: getattr(args, name)
-        for name, field in _OVERRIDES.items()
-        if getattr(args, name, None) is not None
+    Options carry the names of :class:`CLADE.training.presets.TrainingConfig`'s settings
+    (``--lambda-gmap`` is ``lambda_gmap``), so the overrides are read off the setting names.
+
+    Example:
+        >>> from CLADE.cli.main import build_parser
+        >>> args = build_parser().parse_args(["train", "a.nrrd", "--out", "r", "--epochs", "3"])
+        >>> overrides(args)
+        {'epochs': 3}
+    """
+    given = {
+        name: getattr(args, name)
+        for name in SETTING_NAMES
+        if name != "preset" and getattr(args, name, None) is not None
     }
     if args.window is not None:
-        overrides["normalisation"] = {
-            "kind": "fixed",
-            "low": args.window[0],
-            "high": args.window[1],
-        }
-    if args.resume:
-        record = read_run_record(args.out) if os.path.isdir(args.out) else None
-        if record is None:
-            return None
-        stored = dict(record["config"])
-        if args.preset is not None and args.preset != stored["preset"]:
-            return TrainingConfig.from_preset(args.preset, **overrides)
-        return TrainingConfig.from_dict({**stored, **overrides})
-    return TrainingConfig.from_preset(args.preset or "mri", **overrides)
+        given["normalisation"] = {"kind": "fixed", "low": args.window[0], "high": args.window[1]}
+    return given
 
 
 def run(args: argparse.Namespace) -> int:
@@ -222,7 +244,6 @@ def run(args: argparse.Namespace) -> int:
     from ..training.sampling import VolumeSkipped
     from ..training.trainer import train
 
-    config = build_config(args)
     main_rank = os.environ.get("RANK", "0") == "0"
     stop = {"requested": False}
 
@@ -251,7 +272,8 @@ def run(args: argparse.Namespace) -> int:
             result = train(
                 args.data,
                 args.out,
-                config,
+                overrides=overrides(args),
+                preset=args.preset,
                 val=args.val,
                 val_reference=args.val_reference,
                 resume=args.resume,

@@ -1,14 +1,17 @@
-"""Checkpoints and the output folder's run record, written so that a crash never loses a run.
+"""Checkpoints and the output folder, written so that a crash never loses a run.
 
 Output folder of ``clade train --out DIR``:
 
-* ``run.json``: the run's settings and inputs, written before training starts; its presence
-  marks the folder as holding a run (a new run there is refused unless ``--resume``).
+* ``run.json``: the run record (:mod:`CLADE.training.run_record`), written before training
+  starts; its presence marks the folder as holding a run (a new run there is refused unless
+  ``--resume``).
 * ``checkpoint.pt``: the latest training state (see :func:`save_checkpoint`).
 * ``model_final.pt``, ``model_best.pt``: generator ``G_X`` as CLADE model files.
 * ``events.jsonl`` (unless ``--events`` points elsewhere) and ``training.png``.
 
-A checkpoint is ``torch.save`` of plain dicts, numbers, strings and tensors only, read back with
+A checkpoint holds the run record's keys (those of ``run.json``) and the training state
+(:mod:`CLADE.training.state`). It is ``torch.save`` of plain dicts, numbers, strings and tensors
+only, read back with
 ``torch.load(weights_only=True)``. It is written to a temporary file in the same folder, flushed
 to disk, and renamed over the previous one (``os.replace`` is atomic), so after a kill, a power
 cut or a full disk either the old or the new checkpoint is there, complete.
@@ -16,7 +19,6 @@ cut or a full disk either the old or the new checkpoint is there, complete.
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import zipfile
@@ -24,21 +26,20 @@ from pathlib import Path
 
 import torch
 
-from ..atomic_files import write_atomically
 from ..errors import CladeError
+from .run_record import RUN_RECORD_NAME
+from .write_errors import guarded_write
 
 CHECKPOINT_NAME = "checkpoint.pt"
-RUN_RECORD_NAME = "run.json"
 CHECKPOINT_FORMAT = "clade-training-checkpoint"
-RUN_FORMAT = "clade-training-run"
 FORMAT_VERSION = 1
 
 
-def atomic_write(path: str | os.PathLike, write) -> Path:
+def atomic_write(path: str | os.PathLike, write, needed: int = 0, kept: str = "") -> Path:
     """Call ``write(temporary_path)`` then rename the result to ``path``; clean up on failure.
 
     A failure to write (disk full, quota, I/O error) raises :class:`CladeError` and leaves any
-    previous ``path`` untouched.
+    previous ``path`` untouched (:func:`CLADE.training.write_errors.guarded_write`).
 
     Example:
         >>> import tempfile, os
@@ -46,34 +47,14 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
         >>> atomic_write(target, lambda p: open(p, "w").write("hello")).read_text()
         'hello'
     """
-    path = Path(path)
-
-    def write_and_sync(name: str) -> None:
-        write(name)
-        with open(name, "rb") as written:
-            os.fsync(written.fileno())
-
-    try:
-        write_atomically(path, write_and_sync)
-    except (OSError, RuntimeError) as error:
-        # torch's zip writer reports a full disk as RuntimeError("... file write failed").
-        if isinstance(error, RuntimeError) and "write" not in str(error).lower():
-            raise
-        raise CladeError(
-            f"Could not write {path.name} in {path.parent} ({_short(error)}), the previous "
-            "file is kept: free disk space and rerun with --resume."
-        ) from None
-    return path
+    return guarded_write(path, write, needed, kept)
 
 
-def _short(error: BaseException) -> str:
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror.lower()
-    return str(error).splitlines()[0].rstrip(".")
-
-
-def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
+def save_checkpoint(path: str | os.PathLike, state: dict, kept: str = "") -> Path:
     """Write a training checkpoint atomically (see the module docstring).
+
+    On a full disk the :class:`CladeError` says so and that the previous file is kept
+    (``kept`` may say more, e.g. which epoch it holds).
 
     Example:
         >>> import tempfile, os
@@ -83,7 +64,35 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
         2
     """
     record = {"format": CHECKPOINT_FORMAT, "format_version": FORMAT_VERSION, **state}
-    return atomic_write(path, lambda temporary: torch.save(record, temporary))
+    return atomic_write(
+        path, lambda temporary: torch.save(record, temporary), _tensor_bytes(record), kept
+    )
+
+
+def _tensor_bytes(value) -> int:
+    """Bytes of the tensors in ``value`` (nested dicts and lists): about a checkpoint's size."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in value)
+    return 0
+
+
+def rng_state() -> dict:
+    """torch's random state (CPU, and every GPU's), for a checkpoint."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` saved (the GPUs this machine has)."""
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
@@ -123,28 +132,6 @@ def holds_run(out: str | os.PathLike) -> bool:
     """True if ``out`` already holds a training run (a run record or a checkpoint)."""
     out = Path(out)
     return (out / RUN_RECORD_NAME).exists() or (out / CHECKPOINT_NAME).exists()
-
-
-def read_run_record(out: str | os.PathLike) -> dict | None:
-    path = Path(out) / RUN_RECORD_NAME
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise CladeError(
-            f"The run record {path} is damaged: start a new run in another folder."
-        ) from None
-    if not isinstance(record, dict) or record.get("format") != RUN_FORMAT:
-        raise CladeError(f"{path} is not a CLADE run record: choose another output folder.")
-    return record
-
-
-def write_run_record(out: str | os.PathLike, record: dict) -> Path:
-    text = json.dumps({"format": RUN_FORMAT, "format_version": FORMAT_VERSION, **record}, indent=2)
-    return atomic_write(
-        Path(out) / RUN_RECORD_NAME, lambda p: Path(p).write_text(text + "\n", encoding="utf-8")
-    )
 
 
 def check_output_folder(out: str | os.PathLike, resume: bool) -> Path:

@@ -20,6 +20,7 @@ import datetime
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -139,3 +140,20 @@ def all_agree(context: DistributedContext, flag: bool) -> bool:
         tensor = tensor.cuda()
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return bool(tensor.item() > 0)
+
+
+def shard_report(context: DistributedContext, seen: dict | None) -> dict | None:
+    """Under DDP: how many patches each rank used this epoch and how many ranks shared.
+
+    ``seen`` holds this rank's index arrays per domain (``{"x": [...], "y": [...]}``), or is
+    ``None`` outside DDP (then so is the report).
+    """
+    if seen is None:
+        return None
+    report = {}
+    for domain in ("x", "y"):
+        mine = np.unique(np.concatenate(seen[domain])) if seen[domain] else np.zeros(0, int)
+        gathered = all_gather_objects(context, mine.tolist())
+        counts = np.bincount(np.concatenate([np.asarray(g, int) for g in gathered]))
+        report[domain] = {"per_rank": [len(g) for g in gathered], "shared": int((counts > 1).sum())}
+    return report

@@ -21,9 +21,10 @@ this process started). Types and their other keys:
     Every ``log_every`` steps and at the end of each epoch: ``epoch`` (1-based), ``step``
     (1-based within the epoch), ``steps_per_epoch``, ``global_step``, ``total_steps``,
     ``progress`` (0-1 over the whole run), ``losses`` (dict of floats, averaged over the steps
-    since the previous ``step`` event: ``g_total``, ``adv``, ``cyc``, ``ident``, ``gmap``,
-    ``d_x``, ``d_y``), ``patches_per_s`` (training pairs per second, all ranks), ``eta_s``
-    (seconds left for the training steps, validation excluded).
+    since the previous ``step`` event, keyed by :data:`CLADE.training.loss_terms.LOSS_NAMES`:
+    ``g_total``, ``adv``, ``cyc``, ``ident``, ``gmap``, ``d_x``, ``d_y``, ``paired``, ``dc``),
+    ``patches_per_s`` (training pairs per second, all ranks), ``eta_s`` (seconds left for the
+    training steps, validation excluded).
 ``checkpoint``
     A checkpoint was written: ``path``, ``epoch`` (completed epochs), ``step`` (within the next
     epoch), ``reason`` (``"epoch"``, ``"time"``, ``"validated"`` or ``"stopped"``).
@@ -31,9 +32,10 @@ this process started). Types and their other keys:
     The validation of an epoch: ``epoch`` (1-based), ``metrics`` (e.g. ``{"piqe": 31.2,
     "psnr": 28.1, "ssim": 0.83}``), ``seconds``.
 ``epoch``
-    An epoch finished: ``epoch`` (1-based), ``losses`` (means over the epoch), ``metrics``
-    (validation or ``null``), ``best_epoch``, ``best_metric`` (name), ``best_value``,
-    ``seconds``, ``plot`` (path of the PNG).
+    An epoch finished (its checkpoint is written): ``epoch`` (1-based), ``losses`` (means over
+    the epoch, same keys as ``step``), ``metrics`` (validation or ``null``), ``best_epoch``,
+    ``best_metric`` (name), ``best_value``, ``seconds``, ``plot`` (path of the PNG, ``null``
+    where matplotlib is not installed).
 ``done``
     Training finished: ``final_model``, ``best_model`` (``null`` without validation),
     ``best_epoch``, ``epochs``, ``seconds``.
@@ -52,28 +54,15 @@ Example:
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..json_values import json_safe
+from .write_errors import write_failure
+
 _STARTED = time.time()
-
-
-def _clean(value):
-    """JSON-safe copy: NaN and infinities become null (JSON has no such numbers)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        return _clean(value.item())
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 class EventWriter:
@@ -93,7 +82,7 @@ class EventWriter:
             self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
 
     def emit(self, event: str, **fields) -> dict:
-        record = _clean(
+        record = json_safe(
             {
                 "event": event,
                 "time": round(time.time(), 3),
@@ -102,16 +91,36 @@ class EventWriter:
             }
         )
         if self._file is not None:
-            self._file.write(json.dumps(record) + "\n")
-            self._file.flush()
+            try:
+                self._file.write(json.dumps(record) + "\n")
+                self._file.flush()
+            except OSError as error:
+                # A full disk: later events go to the listener only, and the run stops with one
+                # sentence (a line cut short here is skipped by readers).
+                self._discard_file()
+                raise write_failure(
+                    self.path,
+                    error,
+                    kept="the events written so far and the last checkpoint are kept",
+                ) from None
         if self.listener is not None:
             self.listener(record)
         return record
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:  # the last flush failed too (full disk): nothing more to save
+                pass
             self._file = None
+
+    def _discard_file(self) -> None:
+        handle, self._file = self._file, None
+        try:
+            handle.close()
+        except OSError:
+            pass
 
     def __enter__(self) -> EventWriter:
         return self

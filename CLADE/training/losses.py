@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-ADVERSARIAL_KINDS = ("bce", "lsgan")
+from .loss_terms import ADVERSARIAL_KINDS  # noqa: F401  (part of this API)
 
 # Unnormalised 3x3 Sobel kernels, as tf.image.sobel_edges (the paper used TensorFlow 2):
 # horizontal derivative (changes along W) and vertical derivative (changes along H).

@@ -1,17 +1,24 @@
-"""The training plot: losses and the validation metric per epoch, as a PNG (matplotlib Agg)."""
+"""The training plot: losses and the validation metric per epoch, as a PNG (matplotlib Agg).
+
+The plot is optional: matplotlib is not part of Slicer's Python, so where it does not import
+:func:`plot_history` writes nothing and returns ``None``, and training goes on (the events hold
+the same numbers).
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from .checkpoint import atomic_write
+from .loss_terms import LOSS_NAMES
+from .write_errors import guarded_write
 
-_LOSSES = ("g_total", "adv", "cyc", "ident", "gmap", "d_x", "d_y")
 
-
-def plot_history(history: list[dict], path: str | os.PathLike) -> Path:
+def plot_history(history: list[dict], path: str | os.PathLike) -> Path | None:
     """Draw ``history`` (one dict per epoch: ``epoch``, ``losses``, ``metrics``) to ``path``.
+
+    Every loss of :data:`LOSS_NAMES` that is switched on (not zero throughout) is a curve.
+    Returns ``path``, or ``None`` without matplotlib.
 
     Example:
         >>> import tempfile, os
@@ -20,19 +27,22 @@ def plot_history(history: list[dict], path: str | os.PathLike) -> Path:
         >>> plot_history(h, os.path.join(tempfile.mkdtemp(), "training.png")).stat().st_size > 0
         True
     """
-    import matplotlib
+    try:
+        import matplotlib
 
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
+        matplotlib.use("Agg", force=False)
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
 
     epochs = [entry["epoch"] for entry in history]
     metric_names = sorted({k for e in history for k in (e.get("metrics") or {})})
     columns = 1 + len(metric_names)
     figure = Figure(figsize=(5 * columns, 4), layout="constrained")
     axes = figure.subplots(1, columns, squeeze=False)[0]
-    for name in _LOSSES:
+    for name in LOSS_NAMES:
         values = [entry["losses"].get(name) for entry in history]
-        if any(v is not None for v in values):
+        if any(v is not None and v != 0 for v in values):
             axes[0].plot(epochs, values, marker="o", label=name)
     axes[0].set(xlabel="epoch", ylabel="loss (epoch mean)", title="Training losses")
     if _all_positive(history):
@@ -47,7 +57,7 @@ def plot_history(history: list[dict], path: str | os.PathLike) -> Path:
         ax.grid(alpha=0.3)
         if epochs:
             ax.set_xticks(epochs)
-    return atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=100))
+    return guarded_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=100))
 
 
 def _all_positive(history: list[dict]) -> bool:
