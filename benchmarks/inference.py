@@ -50,6 +50,7 @@ CASES = {
 SETTINGS = {
     "paper": {"tiling": "patches", "stride": 12, "ensemble": "none", "precision": "float32"},
     "default": {},
+    "flips2": {"ensemble": "flips2"},
 }
 #: Slices on which the bare network is timed (scaled to the whole volume).
 NET_SAMPLE_SLICES = 16
