@@ -219,7 +219,10 @@ def test_input_validation_reasons(scene):
 
 
 def test_writable_folder_validation(tmp_path, monkeypatch):
+    # Validation runs on every keystroke in the path field: it must not create anything.
     assert InputValidation.validateWritableFolder(tmp_path / "new" / "run")[0]
+    assert not (tmp_path / "new").exists()
+    assert InputValidation.validateWritableFolder(tmp_path / "new" / "run", create=True)[0]
     assert (tmp_path / "new" / "run").is_dir()
     file = tmp_path / "file.txt"
     file.write_text("x")
@@ -314,7 +317,7 @@ def test_accepted_install_uses_pytorchutils_then_pip_never_numpy_or_simpleitk():
         isInstalled=lambda name: name in installed,
     )
     assert installer.ensure() == (True, "")
-    assert calls == [("torch", ">=2.1"), ("pip", "tqdm>=4.60")]
+    assert calls == [("torch", ">=2.1"), ("pip", "tqdm>=4.60 matplotlib>=3.6")]
     assert all(">=" in r for r in Dependencies.PIP_REQUIREMENTS.values())
     assert not {"numpy", "SimpleITK"} & set(Dependencies.PIP_REQUIREMENTS)
 
