@@ -222,6 +222,9 @@ class CLADESuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self._lastPreset = None
         self._shownLogLines = 0
         self._comparison = None
+        #: Outcome of the last run, shown under the button while nothing needs fixing.
+        self.runMessage = ""
+        self.trainingMessage = ""
         self.modelChoices = []
         self.shippedNames = []
         self.timer = qt.QTimer()
@@ -438,7 +441,9 @@ class CLADESuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             return
         if self._parameterNode.preset != self._lastPreset:
             self._lastPreset = self._parameterNode.preset
-            self.applyPresetDefaults()
+            # A scene being loaded brings its own (maybe custom) loss weights with its preset.
+            if not slicer.mrmlScene.IsImporting():
+                self.applyPresetDefaults()
         self.ui.strideSpinBox.enabled = self._parameterNode.tiling != Tiling.SLICES
         if self.job is None:
             ok, why = validateInputVolume(self._parameterNode.inputVolume)
@@ -448,14 +453,14 @@ class CLADESuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                 ok, why = False, "Choose an output volume other than the input (the input is kept)."
             self.ui.applyButton.enabled = ok
             self.ui.applyButton.toolTip = why or "Super-resolve the input volume."
-            self.ui.statusLabel.text = why
+            self.ui.statusLabel.text = why or self.runMessage
         if self.trainingJob is None:
             ok, why = validateTrainingInputs(
                 self.ui.trainingVolumesSelector.checkedNodes(), self._parameterNode.trainingFolder,
                 self._parameterNode.trainingOutputFolder, self._parameterNode.validationVolume)
             self.ui.trainButton.enabled = ok
             self.ui.trainButton.toolTip = why or "Train a new model."
-            self.ui.trainingStatusLabel.text = why
+            self.ui.trainingStatusLabel.text = why or self.trainingMessage
 
     # -- super-resolve ---------------------------------------------------------------------------
 
@@ -535,6 +540,7 @@ class CLADESuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui.progressBar.show()
         self.ui.logText.clear()
         self._shownLogLines = 0
+        self.runMessage = ""
         self.ui.statusLabel.text = ""
         self.timer.start()
 
@@ -565,13 +571,13 @@ class CLADESuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui.applyButton.text = "Super-resolve"
         self.ui.progressBar.hide()
         if job.state == job.SUCCEEDED:
+            self.runMessage = job.summary or "Done."
             self._parameterNode.outputVolume = job.outputNode
             self.showComparison(job.inputNode, job.outputNode)
-            self.ui.statusLabel.text = job.summary or "Done."
         elif job.state == job.CANCELLED:
-            self.ui.statusLabel.text = job.errorMessage
+            self.runMessage = job.errorMessage
         else:
-            self.ui.statusLabel.text = "Failed: see the log and the error message."
+            self.runMessage = "Failed: see the log and the error message."
             slicer.util.errorDisplay(job.errorMessage)
         self.updateButtons()
 
@@ -618,6 +624,7 @@ class CLADESuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             self.updateButtons()
             return
         self.plotNodes = None
+        self.trainingMessage = ""
         self.ui.trainButton.text = "Cancel training"
         self.ui.trainButton.enabled = True
         self.ui.trainingProgressBar.value = 0
@@ -648,14 +655,14 @@ class CLADESuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             paths = [str(m) for m in job.models]
             previous = [p for p in self.trainedModelPaths() if p not in paths]
             qt.QSettings().setValue(TRAINED_MODELS_SETTING, paths + previous)
+            self.trainingMessage = f"Done: {paths[0]} added to the model list."
             self.refreshModels(select=paths[0])
-            self.ui.trainingStatusLabel.text = f"Done: {paths[0]} added to the model list."
         elif job.state == job.SUCCEEDED:
-            self.ui.trainingStatusLabel.text = "Training finished but exported no model file."
+            self.trainingMessage = "Training finished but exported no model file."
         elif job.state == job.CANCELLED:
-            self.ui.trainingStatusLabel.text = job.errorMessage
+            self.trainingMessage = job.errorMessage
         else:
-            self.ui.trainingStatusLabel.text = "Training failed: see the error message."
+            self.trainingMessage = "Training failed: see the error message."
             slicer.util.errorDisplay(job.errorMessage)
         self.updateButtons()
 
