@@ -414,3 +414,39 @@ def test_sample_volume_registration_arguments(tmp_path):
     image = sitk.ReadImage(str(SampleVolume.samplePath(coreDir)))
     spacing = image.GetSpacing()
     assert max(spacing) >= 1.2 * min(spacing)
+
+
+def test_an_old_torch_is_offered_an_update_through_pytorchutils():
+    """Before: any installed torch was accepted, however old (the core needs >= 2.1)."""
+    calls = []
+    installer = Dependencies.DependencyInstaller(
+        confirm=lambda question: calls.append(("confirm", question)) or True,
+        installTorch=lambda req: calls.append(("torch", req)) or object(),
+        pipInstall=lambda reqs: calls.append(("pip", reqs)),
+        isInstalled=lambda name: True, torchVersion=lambda: "2.0.1+cu118")
+    assert installer.ensure() == (True, "")
+    assert calls[0][0] == "confirm" and "2.0.1+cu118" in calls[0][1] and "2.1" in calls[0][1]
+    assert calls[1] == ("torch", ">=2.1")
+    current = Dependencies.DependencyInstaller(
+        confirm=lambda q: pytest.fail("asked although torch is recent"), installTorch=None,
+        pipInstall=None, isInstalled=lambda name: True, torchVersion=lambda: "2.13.0+cpu")
+    assert current.ensure() == (True, "")
+
+
+def test_missing_pytorch_extension_is_reported_without_asking():
+    installer = Dependencies.DependencyInstaller(
+        confirm=lambda q: pytest.fail("asked although nothing can install torch"),
+        installTorch=lambda req: pytest.fail("installed"), pipInstall=lambda r: None,
+        isInstalled=lambda name: name != "torch", canInstallTorch=lambda: False)
+    assert installer.ensure() == (False, Dependencies.PYTORCH_EXTENSION_MISSING)
+
+
+def test_lib_docstring_examples():
+    """The Lib's examples (pytest collects doctests under CLADE/ and Testing/ only)."""
+    import doctest
+
+    from CLADESuperResolutionLib import Devices, SuperResolutionLogic, WorkerProcess
+
+    for module in (Dependencies, Devices, SuperResolutionLogic, WorkerProcess):
+        failed, attempted = doctest.testmod(module)
+        assert failed == 0 and attempted > 0, module.__name__
