@@ -696,3 +696,21 @@ def test_advanced_section_holds_tiling_stride_ensemble_precision():
     bound = {p.findtext("string") for w in advanced.iter("widget") for p in w.findall("property")
              if p.get("name") == "SlicerParameterName"}
     assert bound == {"tiling", "stride", "ensemble", "precision"}
+
+
+def test_a_training_start_that_fails_leaves_the_train_button_working(module, monkeypatch,
+                                                                    tmp_path):
+    node = thickNode()
+    real = module.TrainingJob
+    monkeypatch.setattr(module, "TrainingJob", lambda *a, **k: real(
+        *a, python=str(tmp_path / "no-such-python"), **k))
+    widget = makeWidget(module)
+    ui = module.testUi
+    ui.trainingVolumesSelector.checked = [node]
+    ui.trainingOutputFolderSelector.currentPath = str(tmp_path / "run")
+    assert ui.trainButton.enabled
+    ui.trainButton.click()
+    assert widget.trainingJob is None
+    assert [kind for kind, _ in module.testDialogs.shown] == ["error"]
+    assert ui.trainButton.text == "Start training" and ui.trainButton.enabled
+    assert not any(p.name.startswith("CLADE-train-") for p in (tmp_path / "temp").iterdir())
