@@ -18,10 +18,10 @@ __all__ = ["Cancelled", "CladeError", "__version__", "read_volume", "write_volum
 
 def __getattr__(name):
     # torch-dependent parts load lazily so `clade --version` and the metrics stay quick to import.
-    if name in ("super_resolve", "SuperResolutionResult"):
-        from . import inference
+    if name in ("super_resolve", "SuperResolutionResult", "SuperResolutionRequest", "run"):
+        from . import pipeline
 
-        return getattr(inference, name)
+        return getattr(pipeline, name)
     if name in ("resolve_model", "load_model", "save_model"):
         from . import model_file, registry
 

@@ -31,7 +31,7 @@ from .device import resolve_device
 from .errors import Cancelled, CladeError
 from .model_file import LoadedModel
 from .patches import PATCH_SIZE
-from .slice_sampling import prepare_volume, sample_volume_patches
+from .slice_sampling import PreparedVolume, prepare_volume, sample_volume_patches
 from .volume_io import as_3d, check_volume
 
 #: Default number of optimiser steps (batch 4): about a minute on one CPU core (measured).
@@ -132,8 +132,7 @@ def adapt_to_volume(
         (3, True)
     """
     started = time.perf_counter()
-    if steps < 1:
-        raise CladeError(f"The number of adaptation steps must be at least 1, not {steps}.")
+    _check_steps(steps)
     image = as_3d(image)
     check_volume(image)
     prepared = prepare_volume(
@@ -143,6 +142,58 @@ def adapt_to_volume(
         patch_size=PATCH_SIZE,
         thick_axis=thick_axis,
     )
+    return adapt_prepared_volume(
+        prepared,
+        model,
+        steps=steps,
+        device=device,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        max_patches=max_patches,
+        seed=seed,
+        progress=progress,
+        cancel=cancel,
+        started=started,
+    )
+
+
+def _check_steps(steps: int) -> None:
+    if steps < 1:
+        raise CladeError(f"The number of adaptation steps must be at least 1, not {steps}.")
+
+
+def adapt_prepared_volume(
+    prepared: PreparedVolume,
+    model: LoadedModel,
+    *,
+    steps: int = DEFAULT_STEPS,
+    device: str = "auto",
+    learning_rate: float = 2e-4,
+    batch_size: int = 4,
+    max_patches: int = DEFAULT_MAX_PATCHES,
+    seed: int = 0,
+    progress: Callable[[AdaptationProgress], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    started: float | None = None,
+) -> AdaptationResult:
+    """:func:`adapt_to_volume` on a volume already on its isotropic grid and normalised by the
+    model's window (the super-resolution pipeline resamples once and shares it).
+
+    ``prepared`` is released by the caller afterwards; only patches cut from it are kept.
+
+    Example:
+        >>> import numpy as np
+        >>> from CLADE.model_file import LoadedModel, build_generator, make_metadata
+        >>> meta = make_metadata("tiny", "MR", base_filters=4, n_blocks=1, residual=True)
+        >>> model = LoadedModel(build_generator(meta).eval(), meta)
+        >>> volume = np.random.default_rng(0).uniform(-1, 1, (40, 48, 48)).astype(np.float32)
+        >>> result = adapt_prepared_volume(PreparedVolume(volume, 2, [0], 4.0), model, steps=2,
+        ...                                device="cpu")
+        >>> result.steps, result.ratio
+        (2, 4.0)
+    """
+    started = time.perf_counter() if started is None else started
+    _check_steps(steps)
     rng = np.random.default_rng([seed, 11])
     training = model.metadata.get("training", {}).get("config", {})
     # Enough HR slices times patches per slice to fill max_patches; background patches (under a
@@ -159,7 +210,6 @@ def adapt_to_volume(
         paired=True,
     )
     ratio = float(prepared.ratio)
-    del prepared
     if len(y) > max_patches:
         keep = np.sort(rng.choice(len(y), max_patches, replace=False))
         y, y_degraded = y[keep], y_degraded[keep]

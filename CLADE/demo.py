@@ -47,7 +47,7 @@ def run_demo(
 
     from .evaluation import measure, prepare_comparison
     from .evaluation_figure import save_evaluation_figure
-    from .inference import super_resolve
+    from .pipeline import super_resolve
     from .registry import resolve_model
     from .volume_io import read_volume, write_volume
 

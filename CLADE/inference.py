@@ -1,279 +1,299 @@
-"""Super-resolve a whole volume: isotropic resampling, strided patch inference, blending.
+"""The inference engine: the generator over stacks of normalised LR-plane slices.
 
-The steps (method section 7): cubic B-spline to the isotropic grid (:mod:`CLADE.geometry`),
-normalise to [-1, 1], cut every LR-plane slice into 32x32 patches at the stride, run the
-generator ``G_X`` on all patches in batches, average-blend, de-normalise, and add back what the
-normalisation window clipped (so voxels outside the window keep their spline values). With ``plane="both"``
-this is done in both LR planes and the two results are averaged (the paper's future work).
+Two tilings of a slice stack ``(n, H, W)`` (thick axis along the rows, values in [-1, 1]):
 
-Slices are processed in chunks holding about ``chunk_patches`` patches, so memory stays bounded
-for large volumes whatever the stride; patches from several slices share a batch.
+* ``slices`` (ours, the default): whole slices, several per forward pass, padded to a multiple of
+  4 and cut into tiles with a receptive-field halo only when a slice exceeds the memory budget
+  (:mod:`CLADE.slice_tiles`). Every output pixel is computed once.
+* ``patches`` (the paper's method, section 7): 32x32 patches at a stride, average-blended with
+  torch ``fold`` (:mod:`CLADE.patches`).
+
+Either can run with a geometric self-ensemble (``flips``: the mean over the four in-plane flips of
+the slice, each flipped back; ``flips2``: identity and the left-right flip).
+
+Everything for one stack happens on the device: the stack is copied there once (from pinned
+memory on CUDA), cut, batched, run and reassembled there, and copied back once. A CUDA
+out-of-memory error halves the batch (and, for whole slices, the tile size) and the run goes on,
+saying so. The pipeline (:mod:`CLADE.pipeline`) feeds stacks slab by slab so memory stays bounded.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 
-from .device import DeviceSettings, is_out_of_memory, resolve_device
+from .device import DeviceSettings, is_out_of_memory
 from .errors import Cancelled, CladeError
-from .geometry import (
-    detect_thick_axis,
-    from_lr_slice_stack,
-    lr_slice_axes,
-    lr_slice_stack,
-    resample_to_isotropic,
-)
 from .model_file import LoadedModel
 from .networks import fuse_for_inference
-from .normalisation import IntensityWindow
-from .patches import PATCH_SIZE, SlicePatcher
-from .volume_io import as_3d, check_volume
+from .patches import SlicePatcher
+from .slice_tiles import halo_for, pad_slices, padded_side, plan_tiles
 
 log = logging.getLogger("CLADE")
 
-#: Patches held in memory per slice chunk (inputs and outputs, ~4 KB each in float32).
-DEFAULT_CHUNK_PATCHES = 8192
+#: Accepted tilings and ensembles (``auto`` is resolved by the pipeline).
+TILINGS = ("slices", "patches")
+ENSEMBLES = ("none", "flips2", "flips")
 
-#: A volume needs at least this many slices along the thick axis to be worth super-resolving.
-MIN_THICK_SLICES = 2
+#: The flips of each ensemble, as tensor dimensions to flip of a ``(B, 1, H, W)`` batch.
+_FLIPS = {"none": [()], "flips2": [(), (3,)], "flips": [(), (2,), (3,), (2, 3)]}
 
-
-@dataclass(frozen=True)
-class ProgressInfo:
-    """Progress of a running super-resolution, passed to the ``progress`` callback."""
-
-    done_patches: int
-    total_patches: int
-    elapsed_seconds: float
-
-    @property
-    def fraction(self) -> float:
-        return self.done_patches / self.total_patches if self.total_patches else 1.0
-
-    @property
-    def eta_seconds(self) -> float | None:
-        """Estimated seconds left, or None before the first batch finished."""
-        if self.done_patches == 0:
-            return None
-        rate = self.done_patches / max(self.elapsed_seconds, 1e-9)
-        return (self.total_patches - self.done_patches) / rate
+#: Pixels per forward pass on the CPU: oneDNN's throughput is flat beyond a few tens of
+#: thousands of pixels, and ~1 MPixel keeps activations near 1 GB.
+CPU_MAX_PIXELS = 1 << 20
+CPU_BATCH_PIXELS = 1 << 16
+#: Bytes of GPU memory one pixel of a forward pass needs, with margin (64 filters at full
+#: resolution, a few live activations, float32 upper bound).
+GPU_BYTES_PER_PIXEL = 4096
 
 
-@dataclass
-class SuperResolutionResult:
-    """The super-resolved volume (float32, isotropic grid) and run statistics."""
-
-    image: sitk.Image
-    stats: dict = field(default_factory=dict)
-
-    def summary(self) -> str:
-        """One line: input grid -> output grid, patches, seconds, patches/s, device."""
-        s = self.stats
-        grid_in = "x".join(map(str, s["input_size"]))
-        grid_out = "x".join(map(str, s["output_size"]))
-        sp_in = "x".join(f"{v:.3g}" for v in s["input_spacing"])
-        sp_out = "x".join(f"{v:.3g}" for v in s["output_spacing"])
-        return (
-            f"{grid_in} @ {sp_in} mm -> {grid_out} @ {sp_out} mm, {s['patches']} patches "
-            f"({'+'.join(s['planes'])}, stride {s['stride']}), {s['seconds']:.1f} s, "
-            f"{s['patches_per_second']:.1f} patches/s on {s['device']}"
-        )
-
-
-def super_resolve(
-    image: sitk.Image,
-    model: LoadedModel,
-    *,
-    stride: int | None = None,
-    plane: str = "auto",
-    thick_axis: int | None = None,
-    device: str = "auto",
-    batch_size: int | None = None,
-    chunk_patches: int = DEFAULT_CHUNK_PATCHES,
-    progress: Callable[[ProgressInfo], None] | None = None,
-    cancel: Callable[[], bool] | None = None,
-) -> SuperResolutionResult:
-    """Super-resolve ``image`` with ``model`` onto its isotropic grid.
-
-    ``progress`` is called after every batch; ``cancel`` is polled between batches and, when it
-    returns True, the run stops with :class:`CLADE.errors.Cancelled` (nothing is returned, so
-    nothing can be written). The input image is never modified.
+class GeneratorRunner:
+    """``G_X`` on one device and precision, inference mode, with the chosen flip ensemble.
 
     Example:
-        >>> import SimpleITK as sitk, numpy as np, torch
+        >>> from CLADE.device import resolve_device
         >>> from CLADE.model_file import LoadedModel, make_metadata, build_generator
         >>> meta = make_metadata("tiny", "MR", base_filters=4, n_blocks=1, trained=False)
-        >>> model = LoadedModel(build_generator(meta).eval(), meta)
-        >>> img = sitk.GetImageFromArray(np.random.rand(6, 40, 40).astype(np.float32))
-        >>> img.SetSpacing((1.0, 1.0, 4.0))
-        >>> result = super_resolve(img, model, stride=16, device="cpu")
-        >>> result.image.GetSize(), result.image.GetSpacing()
-        ((40, 40, 24), (1.0, 1.0, 1.0))
+        >>> runner = GeneratorRunner(LoadedModel(build_generator(meta), meta), resolve_device("cpu"))
+        >>> runner(torch.zeros(2, 1, 32, 32)).shape
+        torch.Size([2, 1, 32, 32])
     """
-    started = time.perf_counter()
-    image = as_3d(image)
-    check_volume(image)
-    axis = detect_thick_axis(image.GetSpacing(), thick_axis)
-    _check_size(image, axis)
-    stride = int(stride or model.default_stride)
-    if not 1 <= stride <= PATCH_SIZE:
-        raise CladeError(f"The stride must be between 1 and {PATCH_SIZE} pixels, not {stride}.")
-    slice_axes = lr_slice_axes(image, axis, plane)
-    settings = resolve_device(device)
-    batch = int(batch_size or settings.default_batch_size)
-    if batch < 1:
-        raise CladeError(f"The batch size must be at least 1, not {batch}.")
 
-    isotropic = resample_to_isotropic(image, axis)
-    volume = sitk.GetArrayFromImage(isotropic)
-    window = IntensityWindow(*model.normalisation.window(volume))
-    normalised = window.normalise(volume)
-    # Intensity preservation (ours): what the window clips (e.g. the brightest 0.5% of an MRI,
-    # dense bone in CT) is added back after inference, so those voxels keep their spline value
-    # instead of being flattened to the window's edge.
-    overflow = volume - np.clip(volume, window.low, window.high)
-    del volume
-
-    runner = _PatchRunner(model, settings, batch, chunk_patches, progress, cancel, started)
-    patchers = []
-    for slice_axis in slice_axes:
-        stack = lr_slice_stack(normalised, slice_axis, axis)
-        patchers.append(
-            SlicePatcher(stack.shape[1], stack.shape[2], stride, device=settings.device)
-        )
-    runner.total = sum(
-        p.patches_per_slice * lr_slice_stack(normalised, a, axis).shape[0]
-        for p, a in zip(patchers, slice_axes)
-    )
-
-    output = np.zeros_like(normalised)
-    for slice_axis, patcher in zip(slice_axes, patchers):
-        stack = lr_slice_stack(normalised, slice_axis, axis)
-        result = runner.run_stack(stack, patcher)
-        output += from_lr_slice_stack(result, slice_axis, axis)
-    output /= len(slice_axes)
-
-    output = window.denormalise(output)
-    output += overflow
-    del overflow
-    result_image = sitk.GetImageFromArray(output)
-    result_image.CopyInformation(isotropic)
-    seconds = time.perf_counter() - started
-    names = {0: "sagittal", 1: "coronal", 2: "axial"}
-    from .geometry import world_axis_of_index_axes
-
-    world = world_axis_of_index_axes(image)
-    stats = {
-        "input_size": list(image.GetSize()),
-        "input_spacing": list(image.GetSpacing()),
-        "output_size": list(result_image.GetSize()),
-        "output_spacing": list(result_image.GetSpacing()),
-        "thick_axis": axis,
-        "planes": [names[world[a]] for a in slice_axes],
-        "stride": stride,
-        "patches": runner.total,
-        "batch_size": runner.batch_size,
-        "seconds": seconds,
-        "patches_per_second": runner.total / seconds if seconds > 0 else float("inf"),
-        "device": settings.description,
-        "model": model.name,
-        "model_trained": model.trained,
-        "intensity_window": [window.low, window.high],
-    }
-    return SuperResolutionResult(result_image, stats)
-
-
-def _check_size(image: sitk.Image, thick_axis: int) -> None:
-    size = image.GetSize()
-    if size[thick_axis] < MIN_THICK_SLICES:
-        raise CladeError(
-            f"The volume has only {size[thick_axis]} slice along its thick axis: CLADE needs at "
-            f"least {MIN_THICK_SLICES}."
-        )
-    small = [size[a] for a in range(3) if a != thick_axis and size[a] < 8]
-    if small:
-        raise CladeError(
-            f"The volume is too small in-plane ({size[0]}x{size[1]}x{size[2]} voxels): CLADE needs "
-            "at least 8 pixels along each in-plane axis."
-        )
-
-
-class _PatchRunner:
-    """Runs the generator over slice stacks in chunks and batches, with progress and cancel."""
-
-    def __init__(
-        self, model, settings: DeviceSettings, batch_size, chunk_patches, progress, cancel, started
-    ) -> None:
+    def __init__(self, model: LoadedModel, settings: DeviceSettings, ensemble: str = "none"):
+        if ensemble not in _FLIPS:
+            raise CladeError(f"Unknown ensemble {ensemble!r}: use {', '.join(ENSEMBLES)}.")
         self.settings = settings
-        self.batch_size = batch_size
-        self.chunk_patches = max(1, int(chunk_patches))
-        self.progress = progress
-        self.cancel = cancel
-        self.started = started
-        self.total = 0
-        self.done = 0
-        network = fuse_for_inference(model.generator).to(settings.device)
+        self.flips = _FLIPS[ensemble]
+        network = fuse_for_inference(model.generator).to(settings.device).eval()
         if settings.channels_last:
             network = network.to(memory_format=torch.channels_last)
         self.network = network
+        self.n_blocks = int(model.metadata.get("architecture", {}).get("n_blocks", 9))
 
-    def run_stack(self, stack: np.ndarray, patcher: SlicePatcher) -> np.ndarray:
-        result = np.empty(stack.shape, dtype=np.float32)
-        slices_per_chunk = max(1, self.chunk_patches // patcher.patches_per_slice)
-        for first in range(0, stack.shape[0], slices_per_chunk):
-            chunk = np.ascontiguousarray(stack[first : first + slices_per_chunk])
-            slices = torch.from_numpy(chunk).to(self.settings.device)
+    @property
+    def passes(self) -> int:
+        """Forward passes per input (the ensemble size)."""
+        return len(self.flips)
+
+    @torch.inference_mode()
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        outputs = [self._forward_flipped(batch, dims) for dims in self.flips]
+        # Pairwise sums so that an ensemble of identical outputs averages back exactly.
+        while len(outputs) > 1:
+            outputs = [a + b for a, b in zip(outputs[0::2], outputs[1::2])]
+        return outputs[0] / len(self.flips) if len(self.flips) > 1 else outputs[0]
+
+    def _forward_flipped(self, batch: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+        x = torch.flip(batch, dims) if dims else batch
+        if self.settings.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self.settings.autocast():
+            y = self.network(x).float()
+        y = torch.flip(y, dims) if dims else y
+        return y.contiguous()
+
+
+class StackInference:
+    """Runs a :class:`GeneratorRunner` over slice stacks with one tiling; progress and cancel.
+
+    ``on_progress(done, total)`` is called after every forward batch in units of :attr:`unit`
+    (pixels for whole slices, patches for patches); ``cancel()`` is polled before every batch.
+    Call :meth:`plan` with every stack shape first so that ``total`` is known.
+    """
+
+    def __init__(
+        self,
+        runner: GeneratorRunner,
+        tiling: str,
+        stride: int = 12,
+        batch_size: int | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> None:
+        if tiling not in TILINGS:
+            raise CladeError(f"Unknown tiling {tiling!r}: use {', '.join(TILINGS)} (or auto).")
+        self.runner = runner
+        self.settings = runner.settings
+        self.tiling = tiling
+        self.stride = stride
+        self.on_progress = on_progress
+        self.cancel = cancel
+        self.total = 0
+        self.done = 0
+        self.unit = "pixel" if tiling == "slices" else "patch"
+        self._patchers: dict[tuple[int, int], SlicePatcher] = {}
+        cuda = self.settings.device.type == "cuda"
+        if tiling == "patches":
+            self.batch_size = int(batch_size or self.settings.default_batch_size)
+            self.max_pixels = 0
+        else:
+            budget = _gpu_pixel_budget(self.settings.device) if cuda else CPU_MAX_PIXELS
+            self.max_pixels = budget
+            # Slices per forward: an explicit --batch-size, else as many as fit the budget.
+            self.batch_size = int(batch_size) if batch_size else 0
+            self._batch_pixels = budget if cuda else CPU_BATCH_PIXELS
+        if cuda:
+            # Fixed slice shapes within a volume: let cuDNN pick the fastest algorithms once.
+            torch.backends.cudnn.benchmark = True
+
+    # -- planning -----------------------------------------------------------------------------
+
+    def work(self, shape: tuple[int, int, int]) -> int:
+        """Units of work for a stack of this shape (slices x pixels, or patches)."""
+        n, height, width = shape
+        if self.tiling == "slices":
+            return n * height * width
+        return n * self._patcher(height, width).patches_per_slice
+
+    def plan(self, shape: tuple[int, int, int]) -> None:
+        """Add a stack of this shape to the total work."""
+        self.total += self.work(shape)
+
+    # -- running ------------------------------------------------------------------------------
+
+    def run(self, stack: np.ndarray) -> np.ndarray:
+        """Run a normalised ``(n, H, W)`` float32 stack; returns the ``(n, H, W)`` output."""
+        device = self.settings.device
+        source = torch.from_numpy(np.ascontiguousarray(stack, dtype=np.float32))
+        if device.type == "cuda":
+            source = source.pin_memory().to(device, non_blocking=True)
+        if self.tiling == "slices":
+            result = self._run_slices(source)
+        else:
+            result = self._run_patches(source)
+        return result.cpu().numpy()
+
+    def _run_slices(self, stack: torch.Tensor) -> torch.Tensor:
+        n, height, width = stack.shape
+        out = torch.empty_like(stack)
+        padded_h, padded_w = padded_side(height), padded_side(width)
+        pixels = padded_h * padded_w
+        first = 0
+        while first < n:
+            if pixels > self.max_pixels:
+                self._run_tiled_slice(stack, out, first)
+                first += 1
+                continue
+            per_batch = self.batch_size or max(1, self._batch_pixels // pixels)
+            stop = min(n, first + per_batch)
+            self._check_cancel()
+            batch = pad_slices(stack[first:stop, None])
+            try:
+                result = self.runner(batch)
+            except RuntimeError as error:
+                self._shrink(error, per_batch)
+                continue
+            out[first:stop] = result[:, 0, :height, :width]
+            self._advance((stop - first) * height * width)
+            first = stop
+        return out
+
+    def _run_tiled_slice(self, stack: torch.Tensor, out: torch.Tensor, index: int) -> None:
+        height, width = stack.shape[1:]
+        padded = pad_slices(stack[index : index + 1, None])
+        tiles = plan_tiles(padded.shape[2], padded.shape[3], self.max_pixels, self._halo)
+        done_before = self.done
+        for tile in tiles:
+            self._check_cancel()
+            window = padded[:, :, tile.top : tile.bottom, tile.left : tile.right]
+            try:
+                result = self.runner(window)
+            except RuntimeError as error:
+                self._shrink(error, 1)
+                self.done = done_before
+                return self._run_tiled_slice(stack, out, index)  # again with smaller tiles
+            core = result[
+                0,
+                0,
+                tile.core_top - tile.top : tile.core_bottom - tile.top,
+                tile.core_left - tile.left : tile.core_right - tile.left,
+            ]
+            rows = slice(tile.core_top, min(tile.core_bottom, height))
+            cols = slice(tile.core_left, min(tile.core_right, width))
+            out[index, rows, cols] = core[: rows.stop - rows.start, : cols.stop - cols.start]
+            self._advance(max(0, rows.stop - rows.start) * max(0, cols.stop - cols.start))
+
+    @property
+    def _halo(self) -> int:
+        return halo_for(self.runner.n_blocks)
+
+    def _patcher(self, height: int, width: int) -> SlicePatcher:
+        key = (height, width)
+        if key not in self._patchers:
+            self._patchers[key] = SlicePatcher(
+                height, width, self.stride, device=self.settings.device
+            )
+        return self._patchers[key]
+
+    def _run_patches(self, stack: torch.Tensor) -> torch.Tensor:
+        n, height, width = stack.shape
+        patcher = self._patcher(height, width)
+        out = torch.empty_like(stack)
+        # Slices per chunk so that a chunk holds about 8,192 patches: bounded memory whatever
+        # the stride, and patches from several slices share a batch.
+        per_chunk = max(1, 8192 // patcher.patches_per_slice)
+        for first in range(0, n, per_chunk):
+            slices = stack[first : first + per_chunk]
             patches = patcher.extract(slices)
-            outputs = self._run_patches(patches)
-            blended = patcher.blend(outputs, slices.shape[0])
-            result[first : first + slices.shape[0]] = blended.float().cpu().numpy()
-        return result
-
-    def _run_patches(self, patches: torch.Tensor) -> torch.Tensor:
-        outputs = torch.empty_like(patches, dtype=torch.float32)
-        start = 0
-        with torch.inference_mode():
+            outputs = torch.empty_like(patches)
+            start = 0
             while start < patches.shape[0]:
                 self._check_cancel()
                 stop = min(start + self.batch_size, patches.shape[0])
                 try:
-                    outputs[start:stop] = self._forward(patches[start:stop])
+                    outputs[start:stop] = self.runner(patches[start:stop])
                 except RuntimeError as error:
-                    if not is_out_of_memory(error):
-                        raise
-                    self._shrink_batch()
+                    self._shrink(error, self.batch_size)
                     continue
-                self.done += stop - start
+                self._advance(stop - start)
                 start = stop
-                if self.progress is not None:
-                    elapsed = time.perf_counter() - self.started
-                    self.progress(ProgressInfo(self.done, self.total, elapsed))
-        return outputs
+            out[first : first + slices.shape[0]] = patcher.blend(outputs, slices.shape[0])
+        return out
 
-    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
-        if self.settings.channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        with self.settings.autocast():
-            return self.network(batch).float()
+    # -- bookkeeping --------------------------------------------------------------------------
 
-    def _shrink_batch(self) -> None:
-        if self.settings.device.type == "cuda":
-            torch.cuda.empty_cache()
-        if self.batch_size <= 1:
-            raise CladeError(
-                "The GPU ran out of memory even with one patch per batch: close other GPU "
-                "programs or use --device cpu."
-            )
-        self.batch_size = max(1, self.batch_size // 2)
-        log.warning("GPU out of memory: continuing with batch size %d.", self.batch_size)
+    def _advance(self, units: int) -> None:
+        self.done += units
+        if self.on_progress is not None:
+            self.on_progress(self.done, self.total)
 
     def _check_cancel(self) -> None:
         if self.cancel is not None and self.cancel():
             raise Cancelled()
+
+    def _shrink(self, error: RuntimeError, current: int) -> None:
+        """After an out-of-memory error: halve the batch (or the tile budget) or give up."""
+        if not is_out_of_memory(error):
+            raise error
+        if self.settings.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if self.tiling == "patches" or current > 1:
+            if current <= 1:
+                raise CladeError(
+                    "The GPU ran out of memory even with one patch per batch: close other GPU "
+                    "programs or use --device cpu."
+                ) from None
+            self.batch_size = max(1, current // 2)
+            if self.tiling == "slices":
+                self._batch_pixels = max(1, self._batch_pixels // 2)
+            log.warning("GPU out of memory: continuing with batch size %d.", self.batch_size)
+            return
+        if self.max_pixels <= 64 * 64:
+            raise CladeError(
+                "The GPU ran out of memory even on small tiles: close other GPU programs or use "
+                "--device cpu."
+            ) from None
+        self.max_pixels //= 2
+        self._batch_pixels = min(self._batch_pixels, self.max_pixels)
+        log.warning(
+            "GPU out of memory: continuing with tiles of at most %d pixels.", self.max_pixels
+        )
+
+
+def _gpu_pixel_budget(device: torch.device) -> int:
+    """Pixels per forward pass that fit in half of the GPU's free memory."""
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(64 * 64, int(free * 0.5 // GPU_BYTES_PER_PIXEL))

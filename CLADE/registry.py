@@ -90,3 +90,27 @@ def resolve_model(
     raise CladeError(
         f"Unknown model {text!r}: give a model file path or one of the shipped models ({shipped})."
     )
+
+
+#: How a model runs where its manifest entry says nothing else: whole slices, no ensemble
+#: (chosen by measurement on held-out volumes, models/cards/inference.md).
+DEFAULT_INFERENCE = {"tiling": "slices", "ensemble": "none"}
+
+
+def inference_defaults(model: LoadedModel, manifest_path: Path = MANIFEST_PATH) -> dict:
+    """``tiling`` and ``ensemble`` a model runs with by default: its manifest entry's
+    ``inference`` record for a shipped model file, :data:`DEFAULT_INFERENCE` otherwise.
+
+    Example:
+        >>> inference_defaults(resolve_model("mri"))["tiling"] in ("slices", "patches")
+        True
+    """
+    defaults = dict(DEFAULT_INFERENCE)
+    path = getattr(model, "path", None)
+    if path is None:
+        return defaults
+    for entry in read_manifest(manifest_path):
+        shipped = (manifest_path.parent / entry["file"]).resolve()
+        if Path(path).resolve() == shipped:
+            defaults.update(entry.get("inference", {}))
+    return defaults

@@ -49,7 +49,8 @@ def test_real_ct_volume_end_to_end(shared_data, tmp_path, tiny_model_path):
     assert result.returncode == 0, result.stderr
     assert "random (untrained) weights" in result.stderr
     summary = result.stdout.strip().splitlines()[-1]
-    assert "512x512x20" in summary and "patches/s on cpu" in summary
+    assert "512x512x20" in summary and "patches (stride 32)" in summary
+    assert "Mvoxel/s on cpu" in summary
     image, output = sitk.ReadImage(str(source)), sitk.ReadImage(str(out))
     assert output.GetPixelID() == image.GetPixelID()  # cast back to int16
     assert output.GetSize()[:2] == image.GetSize()[:2]
@@ -194,7 +195,7 @@ def test_adapt_option_fine_tunes_first_and_keeps_the_grid(shared_data, tmp_path,
                    "16", "--adapt", "20")
     assert result.returncode == 0, result.stderr
     assert "adapted to this volume: 20 steps" in result.stderr
-    assert "adapting" in result.stderr  # the progress bar of the adaptation stage
+    assert "adapt:" in result.stderr  # the progress bar of the adaptation stage
     a, b = sitk.ReadImage(str(plain)), sitk.ReadImage(str(adapted))
     assert (a.GetSize(), a.GetOrigin(), a.GetSpacing(), a.GetDirection()) == (
         b.GetSize(), b.GetOrigin(), b.GetSpacing(), b.GetDirection())
@@ -206,3 +207,36 @@ def test_adapt_option_fine_tunes_first_and_keeps_the_grid(shared_data, tmp_path,
                 "--adapt", "-3")
     _assert_user_error(bad, "--adapt", "at least 1")
     assert not (tmp_path / "x.nrrd").exists()
+
+
+def test_a_run_too_large_for_memory_is_refused_before_any_work(tmp_path, tiny_model_path):
+    # 512 x 512 x 200 at 50 mm becomes 512 x 512 x 14286 at 0.7 mm: 3.7 G voxels, ~33 GB.
+    image = sitk.Image([512, 512, 200], sitk.sitkInt16)
+    image.SetSpacing((0.7, 0.7, 50.0))
+    source = tmp_path / "huge_spacing.nrrd"
+    sitk.WriteImage(image, str(source), useCompression=True)
+    result = clade("super-resolve", source, tmp_path / "out.nrrd", "--model", tiny_model_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert "512x512x14286 voxels" in message and "of memory" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["huge_spacing.nrrd"]
+
+
+def test_the_work_is_printed_before_a_run_and_long_runs_are_warned_about(caplog):
+    import logging
+
+    from CLADE.pipeline import _Reporter
+    from CLADE.workload import estimate_work
+
+    image = sitk.Image([512, 512, 83], sitk.sitkInt16)
+    image.SetSpacing((0.7, 0.7, 50.0))
+    work = estimate_work(image, 2)
+    with caplog.at_level(logging.INFO, logger="CLADE"):
+        work.check(logging.getLogger("CLADE"), available=64 * 2**30)
+        reporter = _Reporter(None, False, False, 0.0)
+        reporter.begin("infer")
+        reporter.stage_started -= 60  # one minute for 1% of the work: ~99 minutes left
+        reporter.report(1, 100)
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("large run" in m and "512x512x5929" in m for m in messages)
+    assert any("about 99 more minutes" in m for m in messages)

@@ -15,7 +15,7 @@ from CLADE.geometry import (
     lr_slice_axes,
     resample_to_isotropic,
 )
-from CLADE.inference import super_resolve
+from CLADE.pipeline import super_resolve
 
 
 def _rotation(ax, ay, az):

@@ -10,9 +10,9 @@ from conftest import make_volume
 from helpers import known_model
 
 from CLADE.errors import Cancelled, CladeError
-from CLADE.inference import super_resolve
 from CLADE.model_file import load_model
 from CLADE.normalisation import IntensityWindow, NormalisationRecipe
+from CLADE.pipeline import super_resolve
 
 
 def test_progress_is_monotonic_and_ends_at_one_with_an_eta(tiny_model_path):
@@ -22,10 +22,11 @@ def test_progress_is_monotonic_and_ends_at_one_with_an_eta(tiny_model_path):
     result = super_resolve(image, model, stride=4, batch_size=50, device="cpu",
                            progress=reports.append)
     fractions = [r.fraction for r in reports]
-    assert len(reports) > 5
+    infer = [r for r in reports if r.stage == "infer" and r.done > 0]
+    assert [r.stage for r in reports][0] == "resample" and len(infer) > 5
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
-    assert reports[-1].done_patches == result.stats["patches"] == reports[0].total_patches
-    assert reports[0].eta_seconds is not None and reports[-1].eta_seconds == pytest.approx(0.0)
+    assert infer[-1].done == result.stats["patches"] == infer[0].total
+    assert infer[0].eta_seconds is not None and infer[-1].eta_seconds is None  # none left
 
 
 def test_cancel_stops_between_batches_and_returns_nothing(tiny_model_path):
@@ -33,10 +34,14 @@ def test_cancel_stops_between_batches_and_returns_nothing(tiny_model_path):
     image = make_volume(size=(40, 48, 10), spacing=(1.0, 1.0, 4.0))
     before = sitk.GetArrayFromImage(image).copy()
     reports = []
+
+    def batches():
+        return [r for r in reports if r.stage == "infer" and r.done > 0]
+
     with pytest.raises(Cancelled):
         super_resolve(image, model, stride=4, batch_size=50, device="cpu",
-                      progress=reports.append, cancel=lambda: len(reports) >= 3)
-    assert len(reports) == 3  # stopped at the first check after the third batch
+                      progress=reports.append, cancel=lambda: len(batches()) >= 3)
+    assert len(batches()) == 3  # stopped at the first check after the third batch
     np.testing.assert_array_equal(sitk.GetArrayFromImage(image), before)  # input untouched
 
 

@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 
 from CLADE.errors import CladeError
-from CLADE.inference import super_resolve
+from CLADE.pipeline import super_resolve
 from CLADE.registry import MANIFEST_PATH, read_manifest, resolve_model, sha256_of
 
 pytestmark = pytest.mark.slow

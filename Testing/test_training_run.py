@@ -107,7 +107,7 @@ def test_weights_change_and_checkpoint_is_plain(trained):
 
 
 def test_exported_model_loads_and_super_resolves(trained, crops):
-    from CLADE.inference import super_resolve
+    from CLADE.pipeline import super_resolve
 
     _, out, _, config = trained
     model = load_model(out / "model_best.pt")

@@ -1,21 +1,28 @@
-"""Inference speed and memory on CPU, for paper-sized volumes (issue 2's benchmark).
+"""Inference speed and memory on whole paper-sized volumes: the paper's patches against the default.
 
-Prints one table. Every row runs in its own subprocess so its peak RSS is its own. Ratios are
-measured side by side in the same process (these machines are noisy):
+Prints one Markdown table (and writes it as JSON with ``--json``). Every row runs in its own
+subprocess so that its peak RSS is its own; rows of one case run one after the other in the same
+invocation, so the speed-up of the default over the paper's tiling is measured side by side
+(these machines are noisy: compare ratios within one table, not seconds across tables).
 
-* ``e2e/bare``: end-to-end patches/s (resampling, normalisation, patching, blending included)
-  over the bare generator's patches/s on random batches of the same batch size. Target >= 0.85.
-* ``vs loop``: end-to-end patches/s over a straightforward reference that runs one patch at a
-  time through the unfused generator and accumulates sums and counts in numpy.
+Columns:
 
-The full paper volumes take long on 2 CPU cores (the CT at stride 6 is ~235,000 patches), so by
-default each is cut to a slab of ``--slices`` LR-plane slices; patches per slice are unchanged,
-so the full-volume time is extrapolated linearly and labelled as such. ``--full`` runs it all.
+* ``s``: end to end, the in-memory image to the output image (resampling, normalisation,
+  inference, reassembly; no file I/O), with the shipped model of the case's modality
+  (the paper's architecture: 64 filters, 6 residual blocks) unless the case says ``tiny``.
+* ``Mvox/s``: output voxels per second, end to end.
+* ``net s``: the bare network on the same inputs (the same slices or patches, batched the same
+  way, already on the device), timed on a sample of the volume's slices and scaled to all of them.
+* ``e2e/net``: the bare network's rate over the end-to-end rate (target >= 0.9).
+* ``peak/out``: peak resident memory above the bare import, over the float32 output's size
+  (target < 3).
+* ``speed-up``: the paper row's seconds over this row's, within a case.
 
 Usage::
 
-    python benchmarks/inference.py            # slabs, ~10 minutes on 2 cores
-    python benchmarks/inference.py --full     # whole volumes (hours on 2 cores)
+    python benchmarks/inference.py                      # mri and ct, paper vs default, CPU
+    python benchmarks/inference.py --cases ct-large     # the 512x512x83 CT, memory (tiny net)
+    python benchmarks/inference.py --device cuda --json benchmarks/results/gpu-inference.json
 """
 
 from __future__ import annotations
@@ -26,15 +33,24 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-# name, size (x, y, z), spacing, stride, paper seconds (RTX A6000), network
+# name: size (x, y, z), spacing (mm), shipped model (or "tiny"), paper seconds (RTX A6000)
 CASES = {
-    "mri": ((185, 330, 23), (1.2, 1.2, 6.6), 12, 103.0, "paper"),
-    "ct": ((320, 320, 22), (0.95, 0.95, 5.0), 6, 292.0, "paper"),
-    "ct-large-rss": ((512, 512, 83), (0.7, 0.7, 5.0), 16, None, "tiny"),
+    "mri": ((185, 330, 23), (1.2, 1.2, 6.6), "mri", 103.0),
+    "ct": ((320, 320, 22), (0.95, 0.95, 5.0), "ct", 292.0),
+    "ct-large": ((512, 512, 83), (0.7, 0.7, 5.0), "tiny", None),
+    "smoke": ((40, 48, 6), (1.0, 1.0, 4.0), "tiny", None),  # checks the script in seconds
 }
+# name: pipeline settings
+SETTINGS = {
+    "paper": {"tiling": "patches", "stride": 12, "ensemble": "none", "precision": "float32"},
+    "default": {},
+}
+#: Slices on which the bare network is timed (scaled to the whole volume).
+NET_SAMPLE_SLICES = 16
 
 
 def synthetic_volume(size, spacing, seed=0):
@@ -49,166 +65,170 @@ def synthetic_volume(size, spacing, seed=0):
     return image
 
 
-def run_case(name: str, slices: int | None, batch_size: int) -> dict:
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _current_rss_mb() -> float:
+    with open("/proc/self/statm") as handle:
+        pages = int(handle.read().split()[1])
+    return pages * resource.getpagesize() / 2**20
+
+
+def _model(kind: str):
     import torch
 
-    from CLADE.inference import super_resolve
     from CLADE.model_file import LoadedModel, build_generator, make_metadata
-    from CLADE.networks import fuse_for_inference
-    from CLADE.patches import SlicePatcher
+    from CLADE.registry import resolve_model
 
-    size, spacing, stride, paper_seconds, network = CASES[name]
-    full_slices = size[0]  # the auto LR plane is sagittal: slices along x
-    if slices:
-        size = (min(slices, size[0]),) + size[1:]
-    arch = {} if network == "paper" else {"base_filters": 4, "n_blocks": 1}
-    meta = make_metadata(name, "MR", default_stride=stride, trained=False, **arch)
+    if kind != "tiny":
+        return resolve_model(kind)
     torch.manual_seed(0)
-    model = LoadedModel(build_generator(meta).eval(), meta)
-    image = synthetic_volume(size, spacing)
+    meta = make_metadata("tiny", "MR", base_filters=4, n_blocks=1, trained=False)
+    return LoadedModel(build_generator(meta).eval(), meta)
 
-    result = super_resolve(image, model, device="cpu", batch_size=batch_size)
+
+def run_row(case: str, setting: str, device: str) -> dict:
+    """One measurement, in this process (called in a fresh subprocess by :func:`main`)."""
+    import torch
+
+    from CLADE.device import resolve_device
+    from CLADE.geometry import lr_slice_stack
+    from CLADE.inference import GeneratorRunner, StackInference
+    from CLADE.pipeline import SuperResolutionRequest, resolve_request, run
+
+    size, spacing, kind, paper_seconds = CASES[case]
+    model = _model(kind)
+    image = synthetic_volume(size, spacing)
+    baseline_mb = _current_rss_mb()  # imports, model and the input image
+    request = SuperResolutionRequest(model=model, device=device, **SETTINGS[setting])
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    result = run(image, request)
     stats = result.stats
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    peak_mb = _rss_mb()
+    output_mb = np.prod(stats["output_size"]) * 4 / 2**20
+
+    # The bare network on the same kind of input, on a sample of the slices.
+    _, chosen = resolve_request(request)
+    settings = resolve_device(device, request.precision)
+    runner = GeneratorRunner(model, settings, chosen["ensemble"])
+    engine = StackInference(runner, chosen["tiling"], stride=chosen["stride"])
+    out_shape = tuple(stats["output_size"][::-1])
+    stack_shape = lr_slice_stack(np.empty(out_shape, np.uint8), 0, stats["thick_axis"]).shape
+    sample = np.random.default_rng(0).uniform(-1, 1, (min(NET_SAMPLE_SLICES, stack_shape[0]),)
+                                              + stack_shape[1:]).astype(np.float32)
+    net_seconds = _bare_network_seconds(engine, sample, device) * stack_shape[0] / len(sample)
     row = {
-        "case": name,
-        "network": network,
+        "case": case,
+        "setting": setting,
+        "model": kind,
         "input": "x".join(map(str, size)),
         "output": "x".join(map(str, stats["output_size"])),
-        "stride": stride,
-        "patches": stats["patches"],
+        "tiling": stats["tiling"],
+        "stride": stats["stride"],
+        "ensemble": stats["ensemble"],
+        "precision": stats["precision"],
         "seconds": stats["seconds"],
-        "patches_per_s": stats["patches_per_second"],
-        "paper_seconds": paper_seconds,
-        "full_slices": full_slices,
-        "measured_slices": size[0],
+        "voxels_per_second": stats["voxels_per_second"],
+        "network_seconds": net_seconds,
+        "e2e_over_network": net_seconds / stats["seconds"],
+        "peak_rss_mb": peak_mb,
+        "baseline_rss_mb": baseline_mb,
+        "peak_over_output": (peak_mb - baseline_mb) / output_mb,
+        "paper_gpu_seconds": paper_seconds,
+        "device": stats["device"],
+        "threads": torch.get_num_threads(),
     }
-
-    # Bare generator at the same batch size, same process, right after.
-    fused = fuse_for_inference(model.generator).to(memory_format=torch.channels_last)
-    batch = torch.randn(batch_size, 1, 32, 32).contiguous(memory_format=torch.channels_last)
-    done, started = 0, time.perf_counter()
-    with torch.inference_mode():
-        while time.perf_counter() - started < min(20.0, stats["seconds"]):
-            fused(batch)
-            done += batch_size
-    row["bare_patches_per_s"] = done / (time.perf_counter() - started)
-    row["e2e_over_bare"] = row["patches_per_s"] / row["bare_patches_per_s"]
-
-    # Reference: one patch at a time, unfused ModConv network, numpy accumulation.
-    import SimpleITK as sitk
-
-    from CLADE.geometry import lr_slice_stack, resample_to_isotropic
-
-    iso = sitk.GetArrayFromImage(resample_to_isotropic(image, 2))
-    stack = lr_slice_stack(iso / np.abs(iso).max(), 0, 2)
-    patcher = SlicePatcher(stack.shape[1], stack.shape[2], stride)
-    limit, done = 40 if network == "paper" else 400, 0
-    started = time.perf_counter()
-    total = np.zeros(patcher.padded)
-    count = np.zeros(patcher.padded)
-    padded = np.pad(
-        stack[0],
-        [(0, patcher.padded[0] - stack.shape[1]), (0, patcher.padded[1] - stack.shape[2])],
-        mode="reflect",
-    )
-    with torch.inference_mode():
-        for r in range(0, patcher.padded[0] - 31, stride):
-            for c in range(0, patcher.padded[1] - 31, stride):
-                patch = torch.from_numpy(padded[r : r + 32, c : c + 32].astype(np.float32))
-                out = model.generator(patch[None, None])[0, 0].numpy()
-                total[r : r + 32, c : c + 32] += out
-                count[r : r + 32, c : c + 32] += 1
-                done += 1
-                if done >= limit:
-                    break
-            if done >= limit:
-                break
-    row["loop_patches_per_s"] = done / (time.perf_counter() - started)
-    row["speedup_vs_loop"] = row["patches_per_s"] / row["loop_patches_per_s"]
-    row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    row["full_seconds"] = row["seconds"] * full_slices / size[0]
+    if device.startswith("cuda"):
+        row["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return row
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--slices",
-        type=int,
-        default=12,
-        help="LR-plane slices per volume (default 12; --full for all)",
-    )
-    parser.add_argument("--full", action="store_true", help="run the whole volumes")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--cases", nargs="*", default=list(CASES))
-    parser.add_argument("--case-json", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    slices = None if args.full else args.slices
+def _bare_network_seconds(engine, sample: np.ndarray, device: str) -> float:
+    """Seconds of the network alone on ``sample``: the inputs are cut and placed on the device
+    first, exactly as the engine batches them, and only the forward passes are timed."""
+    import torch
 
-    if args.case_json:  # child process: one case, JSON on stdout
-        print(json.dumps(run_case(args.case_json, slices, args.batch_size)))
-        return
+    from CLADE.slice_tiles import pad_slices
 
-    rows = []
-    for name in args.cases:
-        command = [
-            sys.executable,
-            __file__,
-            "--case-json",
-            name,
-            "--batch-size",
-            str(args.batch_size),
-        ]
-        command += ["--full"] if args.full else ["--slices", str(args.slices)]
-        out = subprocess.run(command, capture_output=True, text=True, check=True)
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(f"done: {name}", file=sys.stderr)
+    stack = torch.from_numpy(sample).to(device)
+    if engine.tiling == "patches":
+        patcher = engine._patcher(*sample.shape[1:])
+        inputs = patcher.extract(stack)
+        batches = [inputs[i : i + engine.batch_size] for i in range(0, len(inputs),
+                                                                     engine.batch_size)]
+    else:
+        padded = pad_slices(stack[:, None])
+        per = max(1, engine._batch_pixels // (padded.shape[2] * padded.shape[3]))
+        batches = [padded[i : i + per] for i in range(0, len(padded), per)]
+    engine.runner(batches[0])  # warm-up (allocations, cuDNN's algorithm search)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for batch in batches:
+        engine.runner(batch)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
 
-    header = (
-        "case",
-        "net",
-        "input",
-        "output",
-        "stride",
-        "patches",
-        "s",
-        "patch/s",
-        "bare/s",
-        "e2e/bare",
-        "vs loop",
-        "RSS MB",
-        "full vol s",
-        "paper GPU s",
-    )
-    print(" | ".join(header))
-    print(" | ".join("---" for _ in header))
+
+def format_table(rows: list[dict]) -> str:
+    header = ("| case | setting | model | input -> output | tiling | precision | s | Mvox/s | "
+              "net s | e2e/net | peak RSS MB | peak/out | speed-up | paper GPU s |")
+    lines = [header, "|" + "---|" * 14]
+    paper = {r["case"]: r["seconds"] for r in rows if r["setting"] == "paper"}
     for r in rows:
-        full = f"{r['full_seconds']:.0f}" + (
-            ""
-            if r["measured_slices"] == r["full_slices"]
-            else f" (extrapolated from {r['measured_slices']}/{r['full_slices']} slices)"
+        tiling = r["tiling"] + (f" s{r['stride']}" if r["stride"] else "")
+        if r["ensemble"] != "none":
+            tiling += f" +{r['ensemble']}"
+        speedup = paper.get(r["case"])
+        speedup = "" if speedup is None else f"{speedup / r['seconds']:.1f}x"
+        gpu = "" if r["paper_gpu_seconds"] is None else f"{r['paper_gpu_seconds']:g}"
+        lines.append(
+            f"| {r['case']} | {r['setting']} | {r['model']} | {r['input']} -> {r['output']} | "
+            f"{tiling} | {r['precision']} | {r['seconds']:.1f} | "
+            f"{r['voxels_per_second'] / 1e6:.3f} | {r['network_seconds']:.1f} | "
+            f"{r['e2e_over_network']:.2f} | {r['peak_rss_mb']:.0f} | "
+            f"{r['peak_over_output']:.2f} | {speedup} | {gpu} |"
         )
-        print(
-            " | ".join(
-                [
-                    r["case"],
-                    r["network"],
-                    r["input"],
-                    r["output"],
-                    str(r["stride"]),
-                    str(r["patches"]),
-                    f"{r['seconds']:.1f}",
-                    f"{r['patches_per_s']:.1f}",
-                    f"{r['bare_patches_per_s']:.1f}",
-                    f"{r['e2e_over_bare']:.2f}",
-                    f"{r['speedup_vs_loop']:.1f}x",
-                    f"{r['peak_rss_mb']:.0f}",
-                    full,
-                    "-" if r["paper_seconds"] is None else f"{r['paper_seconds']:.0f}",
-                ]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", nargs="+", default=["mri", "ct"], choices=sorted(CASES))
+    parser.add_argument("--settings", nargs="+", default=["paper", "default"],
+                        choices=sorted(SETTINGS))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument("--row", nargs=2, metavar=("CASE", "SETTING"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.row:
+        print(json.dumps(run_row(args.row[0], args.row[1], args.device)))
+        return 0
+    rows = []
+    for case in args.cases:
+        for setting in args.settings:
+            print(f"running {case} / {setting} on {args.device} ...", file=sys.stderr, flush=True)
+            completed = subprocess.run(
+                [sys.executable, __file__, "--row", case, setting, "--device", args.device],
+                capture_output=True, text=True,
             )
-        )
+            if completed.returncode != 0:
+                print(completed.stderr, file=sys.stderr)
+                return completed.returncode
+            rows.append(json.loads(completed.stdout.strip().splitlines()[-1]))
+            print(format_table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+    table = format_table(rows)
+    print(table)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"rows": rows, "table": table}, indent=2) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

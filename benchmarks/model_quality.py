@@ -11,7 +11,7 @@ thick volume with
   it is run, as an external command from ``runs/eclare-venv``; see ``benchmarks/eclare_env.sh``);
   its output is put on CLADE's grid by ``baselines.onto_grid`` (used as is when the grids agree,
   otherwise resampled with SimpleITK, cubic B-spline: the note in the report says which);
-* every ``--model NAME_OR_PATH`` (repeatable), through :func:`CLADE.inference.super_resolve` at
+* every ``--model NAME_OR_PATH`` (repeatable), through :func:`CLADE.pipeline.super_resolve` at
   the model's default stride (or ``--stride``), on the volumes of the model's modality (MR/CT;
   ``--all-modalities`` runs every model on every volume);
 
@@ -82,7 +82,7 @@ from CLADE.evaluation import (  # noqa: E402
 )
 from CLADE.evaluation_figure import save_evaluation_figure  # noqa: E402
 from CLADE.geometry import resample_to_isotropic  # noqa: E402
-from CLADE.inference import super_resolve  # noqa: E402
+from CLADE.pipeline import super_resolve  # noqa: E402
 from CLADE.registry import resolve_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,6 +113,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "(CLADE.adaptation; repeatable); its seconds include adapting")
     parser.add_argument("--stride", type=int, default=None,
                         help="inference stride for every model (default: each model's own)")
+    parser.add_argument("--inference", action="append", default=[], metavar="SPEC",
+                        help="inference settings to compare, repeatable: TILING[:STRIDE]/"
+                        "ENSEMBLE/PRECISION, e.g. patches:12/none/float32 or slices/flips/bfloat16 "
+                        "(default: the model's defaults)")
     parser.add_argument("--all-modalities", action="store_true",
                         help="run every model on every volume, not only on its modality's")
     parser.add_argument("--eclare", action="store_true",
@@ -169,6 +173,22 @@ def load_models(specs: list[str], device: str, adapt=()) -> list[tuple[str, obje
         models.append((name, model, spec, 0))
         models += [(f"{name}+adapt{steps}", model, spec, steps) for steps in adapt]
     return models
+
+
+def inference_settings(spec: str | None, stride: int | None) -> dict:
+    """Keyword arguments of :func:`super_resolve` for an ``--inference`` SPEC (None: defaults).
+
+    >>> inference_settings("patches:12/none/float32", None)
+    {'tiling': 'patches', 'stride': 12, 'ensemble': 'none', 'precision': 'float32'}
+    """
+    if spec is None:
+        return {"stride": stride} if stride else {}
+    tiling, ensemble, precision = spec.split("/")
+    tiling, _, spec_stride = tiling.partition(":")
+    settings = {"tiling": tiling, "ensemble": ensemble, "precision": precision}
+    if tiling == "patches":
+        settings["stride"] = int(spec_stride) if spec_stride else stride
+    return settings
 
 
 def modality_matches(model, volume: dict) -> bool:
@@ -234,23 +254,26 @@ def evaluate_volume(volume: dict, models, args, log) -> dict:
             record["grid"] = note
         extra[ECLARE_NAME] = record
 
-    for name, model, spec, steps in models:
+    for base_name, model, spec, steps in models:
         if not args.all_modalities and not modality_matches(model, volume):
             continue
-        log(f"  {name}: super-resolving ({spec})")
-        started = time.perf_counter()
-        adapted = None
-        if steps:
-            adapted = adapt_to_volume(thick, model, steps=steps, thick_axis=axis,
-                                      device=args.device)
-            log(f"    {adapted.summary()}")
-        result = super_resolve(thick, adapted.model if adapted else model, stride=args.stride,
-                               thick_axis=axis, device=args.device)
-        seconds[name] = time.perf_counter() - started
-        methods.append((name, result.image))
-        extra[name] = {"spec": str(spec), "trained": model.trained, **_plain(result.stats)}
-        if adapted:
-            extra[name]["adaptation"] = adapted.summary()
+        for inference in args.inference or [None]:
+            name = base_name if inference is None else f"{base_name} {inference}"
+            settings = inference_settings(inference, args.stride)
+            log(f"  {name}: super-resolving ({spec})")
+            started = time.perf_counter()
+            adapted = None
+            if steps:
+                adapted = adapt_to_volume(thick, model, steps=steps, thick_axis=axis,
+                                          device=args.device)
+                log(f"    {adapted.summary()}")
+            result = super_resolve(thick, adapted.model if adapted else model,
+                                   thick_axis=axis, device=args.device, **settings)
+            seconds[name] = time.perf_counter() - started
+            methods.append((name, result.image))
+            extra[name] = {"spec": str(spec), "trained": model.trained, **_plain(result.stats)}
+            if adapted:
+                extra[name]["adaptation"] = adapted.summary()
 
     log("  measuring")
     comparison = prepare_comparison(

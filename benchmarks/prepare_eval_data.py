@@ -11,6 +11,7 @@ name                   isotropic reference                                      
 ``mri-colin27-5mm``    Colin27 (``ch2``), 1 mm, Debian ``mricron-data`` (if installed)  5 mm
 ``ct-abdomen-9mm``     TotalSegmentator abdomen CT, 3 mm (``/work/shared/data``)         9 mm
 ``ct-abdomen-12mm``    same                                                              12 mm
+``mri-abdomen-mr-9mm`` TotalSegmentator abdomen MR, 3 mm (``/work/shared/data``)         9 mm
 =====================  ==============================================================  =========
 
 The thick axis is index axis 2 (z: axial slices) everywhere. Volumes are written as float32 (the
@@ -55,6 +56,8 @@ DEFAULT_CACHE = REPO / "runs" / "cache"
 MNI_MEMBER = "nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 COLIN_PATH = Path("/usr/share/mricron/templates/ch2.nii.gz")
 CT_PATH = Path("/work/shared/data/abdomen_ct_3mm_iso_totalseg.nii.gz")
+#: Not among the shipped mri model's training volumes (models/train_shipped_models.sh).
+MR_ABDOMEN_PATH = Path("/work/shared/data/abdomen_mr_3mm_iso_totalseg.nii.gz")
 AXIS = 2
 PROFILE = "gaussian"
 MANIFEST = "eval_volumes.json"
@@ -111,6 +114,10 @@ def build(out: Path, cache: Path, colin: bool, ct_path: Path) -> list[dict]:
         sources.append(("abdomen", "CT", read_float(ct_path), str(ct_path), [9.0, 12.0]))
     else:
         print(f"note: {ct_path} not found: the CT volumes are skipped")
+    if MR_ABDOMEN_PATH.is_file():
+        sources.append(
+            ("abdomen-mr", "MR", read_float(MR_ABDOMEN_PATH), str(MR_ABDOMEN_PATH), [9.0])
+        )
 
     entries = []
     for source, modality, iso, origin, thicknesses in sources:

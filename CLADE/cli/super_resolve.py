@@ -1,35 +1,81 @@
-"""``clade super-resolve INPUT OUTPUT``: the main job, with a progress bar and a summary line."""
+"""``clade super-resolve``: one volume (``INPUT OUTPUT``) or a cohort (``INPUT... --out-dir``).
+
+Progress goes to stderr as a bar per stage (``--progress bar``), or to stdout as JSON lines
+(``--progress json``, for programs such as the Slicer module; schema in :func:`json_event` and
+``CLADE/pipeline.py``), or nowhere (``--progress none`` / ``--quiet``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 
 from ..geometry import PLANE_NAMES
+from .arguments import int_at_least, positive_int
+
+#: ``--adapt`` without a number.
+DEFAULT_ADAPT_STEPS = 500
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "super-resolve",
-        help="super-resolve a thick-slice volume to isotropic",
+        help="super-resolve thick-slice volumes to isotropic",
         description=(
             "Super-resolve an anisotropic (thick-slice) MRI or CT volume onto an isotropic grid "
-            "with a CLADE generator. Reads NRRD, NIfTI, MetaImage or a DICOM series folder."
+            "with a CLADE generator: `clade super-resolve INPUT OUTPUT`, or a cohort with "
+            "`clade super-resolve INPUT... --out-dir DIR` (an INPUT may be a folder of volumes "
+            "or a DICOM series folder). Reads NRRD, NIfTI, MetaImage or DICOM."
         ),
     )
-    parser.add_argument("input", help="thick-slice volume file or DICOM series folder")
-    parser.add_argument("output", help="output file (.nrrd, .nii, .nii.gz, .mha, .mhd)")
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="INPUT OUTPUT, or with --out-dir one or more inputs (files, folders, DICOM series)",
+    )
+    parser.add_argument("--out-dir", help="cohort mode: write one output per input into DIR")
+    parser.add_argument(
+        "--out-format",
+        default="same",
+        choices=("same", "nrrd", "nii.gz", "nii", "mha"),
+        help="cohort mode: output file format (default: the input's; NRRD for DICOM)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="cohort mode: redo outputs that already exist"
+    )
     parser.add_argument(
         "--model",
         default="mri",
         help="shipped model name (see `clade models`) or model file (default: mri)",
     )
     parser.add_argument(
+        "--tiling",
+        default="auto",
+        choices=("auto", "slices", "patches"),
+        help="slices = whole LR slices (fast, the default); patches = the paper's 32x32 "
+        "patches at --stride (auto: the model's default, patches when --stride is given)",
+    )
+    parser.add_argument(
         "--stride",
-        type=int,
+        type=int_at_least(1, 32),
         default=None,
-        help="patch stride in pixels, 1-32 (default: the model's own, 12 for the shipped models)",
+        help="patch stride in pixels, 1-32, for --tiling patches (default: the model's, 12)",
+    )
+    parser.add_argument(
+        "--ensemble",
+        default="auto",
+        choices=("auto", "none", "flips2", "flips"),
+        help="average over in-plane flips: flips = 4 flips (4x the compute), flips2 = 2 "
+        "(auto: the model's default)",
+    )
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "float32", "bfloat16"),
+        help="auto = bfloat16 where the CPU/GPU has fast bfloat16, else float32",
     )
     parser.add_argument(
         "--plane",
@@ -46,21 +92,22 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--adapt",
-        type=int,
+        type=int_at_least(1),
         nargs="?",
-        const=500,
+        const=DEFAULT_ADAPT_STEPS,
         default=0,
         metavar="STEPS",
         help="first fine-tune the model on this volume's own sharp in-plane slices, degraded "
-        "like its thick slices, for STEPS steps (default 500 when given; about a minute on one "
-        "CPU core); kept only if it restores held-back slices better",
+        f"like its thick slices, for STEPS steps (default {DEFAULT_ADAPT_STEPS} when given; "
+        "about a minute on one CPU core); kept only if it restores held-back slices better",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument(
         "--batch-size",
-        type=int,
+        type=positive_int,
         default=None,
-        help="patches per forward pass (default: 64 on CPU, 1024 on CUDA)",
+        help="per forward pass: patches (patches tiling; default 64 on CPU, 1024 on CUDA) or "
+        "slices (slices tiling; default: as many as fit the memory budget)",
     )
     parser.add_argument(
         "--output-type",
@@ -68,101 +115,221 @@ def add_parser(subparsers) -> None:
         default="float32",
         help="float32 (default) or the input's pixel type, rounded and clipped",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    parser.add_argument(
+        "--progress",
+        choices=("bar", "json", "none"),
+        default="bar",
+        help="bar (stderr, default), json (one JSON object per line on stdout), none",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress and no summary")
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    # Imports here so `clade --help` does not pay for torch.
-    from ..errors import CladeError
-    from ..inference import super_resolve
-    from ..registry import resolve_model
-    from ..volume_io import cast_like, check_output_path, read_volume, write_volume
+def json_event(event: str, **fields) -> None:
+    """Write one JSON event line to stdout: ``progress``, ``log``, ``done``, ``error``."""
+    sys.stdout.write(json.dumps({"event": event, **fields}, allow_nan=False) + "\n")
+    sys.stdout.flush()
 
-    logging.basicConfig(level=logging.WARNING, format="clade: %(message)s")
-    output = check_output_path(args.output, inputs=(args.input,))
-    image = read_volume(args.input)
-    model = resolve_model(args.model)
-    thick_axis = None if args.thick_axis == "auto" else int(args.thick_axis)
-    if not model.trained and not args.quiet:
-        print(
-            f"clade: warning: model {model.name!r} has random (untrained) weights: the output "
-            "shows the pipeline works but is NOT a super-resolved image.",
-            file=sys.stderr,
-        )
-    if args.adapt < 0:
-        raise CladeError(f"--adapt takes a number of steps of at least 1, not {args.adapt}.")
-    if args.adapt:
-        model = _adapt(image, model, args, thick_axis)
-    bar = None if args.quiet else ProgressBar()
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import CladeError
+
+    mode = "none" if args.quiet else args.progress
+    _configure_logging(mode)
     try:
-        result = super_resolve(
-            image,
-            model,
-            stride=args.stride,
-            plane=args.plane,
-            thick_axis=thick_axis,
-            device=args.device,
-            batch_size=args.batch_size,
-            progress=bar.update if bar else None,
+        if args.out_dir is not None:
+            return _run_cohort(args, mode)
+        if len(args.paths) != 2:
+            raise CladeError(
+                "Give INPUT OUTPUT for one volume, or one or more inputs with --out-dir DIR for "
+                f"a cohort (got {len(args.paths)} paths and no --out-dir)."
+            )
+        return _run_one(args, mode)
+    except CladeError as error:
+        if mode == "json":
+            json_event("error", message=str(error))
+        raise
+
+
+def _request(args, device=None):
+    from ..pipeline import SuperResolutionRequest
+
+    return SuperResolutionRequest(
+        model=args.model,
+        tiling=args.tiling,
+        stride=args.stride,
+        ensemble=args.ensemble,
+        precision=args.precision,
+        plane=args.plane,
+        thick_axis=None if args.thick_axis == "auto" else int(args.thick_axis),
+        device=device or args.device,
+        batch_size=args.batch_size,
+        adapt_steps=args.adapt,
+    )
+
+
+def _run_one(args, mode: str) -> int:
+    from dataclasses import replace
+
+    from ..pipeline import super_resolve_file
+    from ..registry import resolve_model
+    from ..volume_io import check_output_path
+
+    source, destination = args.paths
+    check_output_path(destination, inputs=(source,))  # a bad destination fails before any work
+    request = _request(args)
+    model = resolve_model(request.model)
+    _warn_untrained(model, mode)
+    bar = _progress(mode)
+    try:
+        result = super_resolve_file(
+            source,
+            destination,
+            replace(request, model=model),
+            output_type=args.output_type,
+            progress=bar,
         )
     finally:
-        if bar:
+        if isinstance(bar, ProgressBar):
             bar.close()
-    out_image = result.image
-    if args.output_type == "input":
-        out_image = cast_like(out_image, image.GetPixelID())
-    write_volume(out_image, output)
-    if not args.quiet:
-        print(f"{output}: {result.summary()}")
+    if mode == "json":
+        json_event("done", output=result.stats["output"], summary=result.summary(),
+                   stats=result.stats)
+    elif mode == "bar":
+        print(f"{destination}: {result.summary()}")
     return 0
 
 
-def _adapt(image, model, args, thick_axis):
-    from ..adaptation import adapt_to_volume
+def _run_cohort(args, mode: str) -> int:
+    from dataclasses import replace
 
-    bar = None
-    if not args.quiet:
-        from tqdm import tqdm
+    from ..cohort import (
+        device_for_rank,
+        format_summary,
+        plan_cohort,
+        rank_share,
+        run_cohort,
+        torchrun_rank,
+    )
+    from ..registry import resolve_model
 
-        bar = tqdm(total=args.adapt, unit="step", file=sys.stderr, dynamic_ncols=True,
-                   desc="adapting")
-    try:
-        adapted = adapt_to_volume(
-            image,
-            model,
-            steps=args.adapt,
-            thick_axis=thick_axis,
-            device=args.device,
-            progress=(lambda info: bar.update(info.done_steps - bar.n)) if bar else None,
-        )
-    finally:
-        if bar:
+    rank, world, local_rank = torchrun_rank()
+    items = plan_cohort(args.paths, args.out_dir, args.out_format)
+    mine = rank_share(items, rank, world)
+    request = _request(args, device_for_rank(args.device, world, local_rank))
+    model = resolve_model(request.model)
+    _warn_untrained(model, mode)
+    prefix = f"rank {rank}/{world}: " if world > 1 else ""
+    bars: list[ProgressBar] = []
+
+    def progress_for(item):
+        for bar in bars:
             bar.close()
-    if not args.quiet:
-        print(f"clade: {adapted.summary()}", file=sys.stderr)
-    return adapted.model
+        bars.clear()
+        if mode == "bar":
+            print(f"{prefix}{item.source} -> {item.output}", file=sys.stderr)
+        bar = _progress(mode, extra={"input": str(item.source)})
+        if isinstance(bar, ProgressBar):
+            bars.append(bar)
+        return bar
+
+    def on_outcome(outcome):
+        for bar in bars:
+            bar.close()
+        bars.clear()
+        if mode == "json":
+            json_event("input", input=str(outcome.item.source), output=str(outcome.item.output),
+                       status=outcome.status, seconds=round(outcome.seconds, 2),
+                       message=outcome.note)
+        elif mode == "bar" and outcome.status != "done":
+            print(f"clade: {prefix}{outcome.item.source}: {outcome.status}: {outcome.note}",
+                  file=sys.stderr)
+
+    outcomes = run_cohort(
+        mine,
+        replace(request, model=model),
+        output_type=args.output_type,
+        overwrite=args.overwrite,
+        progress_for=progress_for,
+        on_outcome=on_outcome,
+    )
+    failed = sum(o.status == "failed" for o in outcomes)
+    if mode == "json":
+        json_event("done", inputs=len(outcomes), failed=failed, rank=rank, world=world)
+    elif mode == "bar":
+        print((f"rank {rank} of {world}:\n" if world > 1 else "") + format_summary(outcomes))
+    return 2 if failed else 0
+
+
+def _warn_untrained(model, mode: str) -> None:
+    if not model.trained and mode != "none":
+        logging.getLogger("CLADE").warning(
+            "model %r has random (untrained) weights: the output shows the pipeline works but "
+            "is NOT a super-resolved image.",
+            model.name,
+        )
+
+
+def _progress(mode: str, extra: dict | None = None):
+    if mode == "bar":
+        return ProgressBar()
+    if mode == "json":
+        return lambda info: json_event(**{**info.to_dict(), **(extra or {})})
+    return None
+
+
+class _JsonLogHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        json_event("log", level=record.levelname.lower(), message=record.getMessage())
+
+
+def _configure_logging(mode: str) -> None:
+    logger = logging.getLogger("CLADE")
+    logger.handlers.clear()
+    logger.propagate = False
+    if mode == "json":
+        handler: logging.Handler = _JsonLogHandler()
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("clade: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if mode == "none" else logging.INFO)
 
 
 class ProgressBar:
-    """tqdm bar counting patches; created lazily so its total is known."""
+    """One tqdm bar per pipeline stage on stderr, created when the stage starts."""
+
+    _UNITS = {"resample": "slice", "adapt": "step", "infer": "", "write": "file"}
 
     def __init__(self) -> None:
         self.bar = None
+        self.stage = None
+
+    def __call__(self, info) -> None:
+        self.update(info)
 
     def update(self, info) -> None:
         from tqdm import tqdm
 
-        if self.bar is None:
-            self.bar = tqdm(
-                total=info.total_patches,
-                unit="patch",
-                file=sys.stderr,
-                dynamic_ncols=True,
-                desc="super-resolving",
-            )
-        self.bar.update(info.done_patches - self.bar.n)
+        if info.stage != self.stage or self.bar is None or self.bar.total != info.total:
+            if info.stage == self.stage and self.bar is not None:
+                self.bar.total = info.total  # the stage's total became known
+                self.bar.refresh()
+            else:
+                self.close()
+                self.stage = info.stage
+                self.bar = tqdm(
+                    total=info.total,
+                    unit=self._UNITS.get(info.stage, "") or "it",
+                    unit_scale=info.stage == "infer",
+                    file=sys.stderr,
+                    dynamic_ncols=True,
+                    desc=info.stage,
+                    leave=info.stage != "write",
+                )
+        self.bar.update(info.done - self.bar.n)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None

@@ -1,7 +1,7 @@
 """Per-epoch validation on held-out volumes: PIQE, and PSNR/SSIM against an isotropic reference.
 
 The current ``G_X`` super-resolves each validation volume exactly as ``clade super-resolve``
-would (:func:`CLADE.inference.super_resolve`, the run's LR plane and a validation stride, by
+would (:func:`CLADE.pipeline.super_resolve`, the run's LR plane and a validation stride, by
 default the model's default stride). Then:
 
 * ``piqe``: mean PIQE (:func:`CLADE.metrics.piqe.volume_piqe`, lower is better) over the slices
@@ -123,14 +123,23 @@ def validate(
     generator: torch.nn.Module, metadata: dict, validation: ValidationSet, device: str = "cpu"
 ) -> dict[str, float]:
     """Super-resolve every validation volume with ``generator`` and average the metrics."""
-    from ..inference import super_resolve
     from ..metrics.piqe import volume_piqe
+    from ..pipeline import super_resolve
 
     model = LoadedModel(generator, metadata)
     scores: dict[str, list[float]] = {}
     for image, reference in zip(validation.images, validation.references):
+        # The paper's patches in float32, as the shipped recipes were validated (so a recipe
+        # reproduces its validation figures whatever the inference defaults become).
         result = super_resolve(
-            image, model, stride=validation.stride, plane=validation.plane, device=device
+            image,
+            model,
+            tiling="patches",
+            stride=validation.stride,
+            ensemble="none",
+            precision="float32",
+            plane=validation.plane,
+            device=device,
         )
         output = sitk.GetArrayFromImage(result.image)
         slice_axis = lr_slice_axes(image, result.stats["thick_axis"], validation.plane)[0]

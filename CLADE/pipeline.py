@@ -1,0 +1,471 @@
+"""The one super-resolution pipeline every front end calls.
+
+``clade super-resolve``, the Python API (:func:`super_resolve`), the Slicer module (through the
+command line's JSON progress stream) and the Slicer CLI module all build a
+:class:`SuperResolutionRequest` and call :func:`run` (or :func:`super_resolve_file`). Stages, each
+reported through one progress type (:class:`PipelineProgress`):
+
+1. ``resample``: cubic B-spline onto the isotropic grid (:mod:`CLADE.geometry`), slab by slab,
+   into one float32 array; the intensity window is computed once, on it.
+2. ``adapt`` (``adapt_steps > 0``): fine-tune a copy of the model on this volume's own degraded
+   in-plane slices (:mod:`CLADE.adaptation`), cut from that same resampled, normalised volume.
+3. ``infer``: the generator over the LR-plane slices (:mod:`CLADE.inference`), slab by slab:
+   each slab is normalised, run, de-normalised, given back what the window clipped, and written
+   over its own spline values (each voxel lies in exactly one LR slice). Memory stays near two
+   output-sized float32 copies: the array and the final image (three with ``plane="both"``,
+   whose two planes are averaged into a separate array).
+4. ``write`` (:func:`super_resolve_file`): the output file, written under a temporary name and
+   renamed when complete.
+
+``cancel`` is polled between batches; when it returns True, :class:`CLADE.errors.Cancelled` is
+raised and nothing is returned or written. The input image is never modified.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import Cancelled, CladeError
+from .geometry import (
+    detect_thick_axis,
+    lr_slice_axes,
+    lr_slice_stack,
+    resample_to_isotropic_array,
+    world_axis_of_index_axes,
+)
+from .model_file import LoadedModel
+from .normalisation import IntensityWindow
+from .patches import PATCH_SIZE
+from .volume_io import as_3d, check_volume
+from .workload import estimate_work
+
+log = logging.getLogger("CLADE")
+
+#: A volume needs at least this many slices along the thick axis to be worth super-resolving.
+MIN_THICK_SLICES = 2
+#: Output voxels per streamed slab (64 MB of float32): small against the output, large enough
+#: that per-slab overheads vanish.
+SLAB_VOXELS = 1 << 24
+#: Stages in order, with their share of the overall progress fraction (without / with adapt).
+STAGES = ("resample", "adapt", "infer", "write")
+_WEIGHTS = {  # (adapting, writing)
+    (False, False): {"resample": 0.05, "adapt": 0.0, "infer": 0.95, "write": 0.0},
+    (False, True): {"resample": 0.05, "adapt": 0.0, "infer": 0.9, "write": 0.05},
+    (True, False): {"resample": 0.03, "adapt": 0.47, "infer": 0.5, "write": 0.0},
+    (True, True): {"resample": 0.03, "adapt": 0.45, "infer": 0.49, "write": 0.03},
+}
+_PLANE_NAMES = {0: "sagittal", 1: "coronal", 2: "axial"}
+#: A run whose remaining network time exceeds this (seconds) is warned about once, with advice.
+LONG_RUN_SECONDS = 30 * 60
+
+
+@dataclass(frozen=True)
+class SuperResolutionRequest:
+    """Everything a super-resolution run is asked to do (``auto`` resolves per model/device).
+
+    Example:
+        >>> SuperResolutionRequest(model="mri", tiling="patches", stride=12).tiling
+        'patches'
+    """
+
+    model: object = "mri"  #: shipped name, model file path, or a loaded model
+    tiling: str = "auto"  #: auto | slices | patches
+    stride: int | None = None  #: patches only; None = the model's default
+    ensemble: str = "auto"  #: auto | none | flips2 | flips
+    precision: str = "auto"  #: auto | float32 | bfloat16
+    plane: str = "auto"
+    thick_axis: int | None = None
+    device: str = "auto"
+    batch_size: int | None = None  #: patches (patches) or slices (slices) per forward pass
+    adapt_steps: int = 0
+
+
+@dataclass(frozen=True)
+class PipelineProgress:
+    """Progress of a run: the current ``stage``, its ``done``/``total`` units, the overall
+    ``fraction`` (0-1 across stages), and an ETA for the stage."""
+
+    stage: str
+    done: int
+    total: int
+    fraction: float
+    elapsed_seconds: float
+    eta_seconds: float | None = None
+    message: str = ""
+
+    def to_dict(self) -> dict:
+        """The JSON progress event of ``clade super-resolve --progress json``."""
+        return {
+            "event": "progress",
+            "stage": self.stage,
+            "done": self.done,
+            "total": self.total,
+            "fraction": round(self.fraction, 5),
+            "eta_seconds": None if self.eta_seconds is None else round(self.eta_seconds, 1),
+            "message": self.message,
+        }
+
+
+@dataclass
+class PipelineResult:
+    """The super-resolved volume (float32, isotropic grid), run statistics, and what
+    adaptation did (None without adaptation)."""
+
+    image: sitk.Image
+    stats: dict = field(default_factory=dict)
+    adaptation: object = None
+
+    def summary(self) -> str:
+        """One line: input grid -> output grid, how it ran, seconds, rate, device."""
+        s = self.stats
+        grid_in = "x".join(map(str, s["input_size"]))
+        grid_out = "x".join(map(str, s["output_size"]))
+        sp_in = "x".join(f"{v:.3g}" for v in s["input_spacing"])
+        sp_out = "x".join(f"{v:.3g}" for v in s["output_spacing"])
+        if s["tiling"] == "patches":
+            how = f"{s['patches']} patches (stride {s['stride']})"
+        else:
+            how = f"{s['slices']} whole slices"
+        extras = [s["precision"]]
+        if s["ensemble"] != "none":
+            extras.append(f"{s['ensemble']} ensemble")
+        return (
+            f"{grid_in} @ {sp_in} mm -> {grid_out} @ {sp_out} mm, {how} "
+            f"({'+'.join(s['planes'])}, {', '.join(extras)}), {s['seconds']:.1f} s, "
+            f"{s['voxels_per_second'] / 1e6:.2f} Mvoxel/s on {s['device']}"
+        )
+
+
+#: Back-compatible name of the result type.
+SuperResolutionResult = PipelineResult
+
+
+class _Reporter:
+    """Turns stage-local progress into :class:`PipelineProgress` events."""
+
+    def __init__(self, callback, adapting: bool, writing: bool, started: float) -> None:
+        self.callback = callback
+        self.weights = _WEIGHTS[(bool(adapting), bool(writing))]
+        self.started = started
+        self.stage_started = started
+        self.stage = ""
+        self.warned_long = False
+
+    def begin(self, stage: str) -> None:
+        self.stage = stage
+        self.stage_started = time.perf_counter()
+        self.report(0, 1)
+
+    def report(self, done: int, total: int, message: str = "") -> None:
+        now = time.perf_counter()
+        local = min(1.0, done / total) if total else 1.0
+        before = sum(self.weights[s] for s in STAGES[: STAGES.index(self.stage)])
+        fraction = before + self.weights[self.stage] * local
+        eta = None
+        if 0 < done < total:
+            eta = (now - self.stage_started) / done * (total - done)
+        if eta is not None and eta > LONG_RUN_SECONDS and not self.warned_long:
+            self.warned_long = True
+            log.warning(
+                "At the current rate the %s stage needs about %.0f more minutes: press Ctrl-C "
+                "(nothing is written) to stop, then consider a GPU (--device cuda), a smaller "
+                "region, or --precision auto.",
+                self.stage,
+                eta / 60,
+            )
+        if self.callback is not None:
+            self.callback(
+                PipelineProgress(
+                    self.stage, int(done), int(total), fraction, now - self.started, eta, message
+                )
+            )
+
+
+def resolve_request(request: SuperResolutionRequest) -> tuple[LoadedModel, dict]:
+    """The loaded model and the concrete settings (no ``auto`` left but device) of a request.
+
+    Example:
+        >>> _, settings = resolve_request(SuperResolutionRequest(model="mri", stride=8))
+        >>> settings["tiling"], settings["stride"]
+        ('patches', 8)
+    """
+    from .inference import ENSEMBLES, TILINGS
+    from .registry import inference_defaults, resolve_model
+
+    model = request.model
+    if not isinstance(model, LoadedModel):
+        model = resolve_model(model)
+    defaults = inference_defaults(model)
+    tiling = request.tiling
+    if tiling == "auto":
+        # A stride only means something for patches, so asking for one asks for patches.
+        tiling = "patches" if request.stride is not None else defaults["tiling"]
+    if tiling not in TILINGS:
+        raise CladeError(f"Unknown tiling {tiling!r}: use auto, {', '.join(TILINGS)}.")
+    if tiling == "slices" and request.stride is not None:
+        raise CladeError(
+            "--stride applies to --tiling patches only (whole slices have no stride): leave it "
+            "out, or add --tiling patches."
+        )
+    stride = int(request.stride or model.default_stride)
+    if not 1 <= stride <= PATCH_SIZE:
+        raise CladeError(f"The stride must be between 1 and {PATCH_SIZE} pixels, not {stride}.")
+    ensemble = defaults["ensemble"] if request.ensemble == "auto" else request.ensemble
+    if ensemble not in ENSEMBLES:
+        raise CladeError(f"Unknown ensemble {ensemble!r}: use auto, {', '.join(ENSEMBLES)}.")
+    if request.batch_size is not None and request.batch_size < 1:
+        raise CladeError(f"The batch size must be at least 1, not {request.batch_size}.")
+    if request.adapt_steps < 0:
+        raise CladeError(
+            f"The number of adaptation steps must be 0 (none) or more, not {request.adapt_steps}."
+        )
+    return model, {"tiling": tiling, "stride": stride, "ensemble": ensemble}
+
+
+def run(
+    image: sitk.Image,
+    request: SuperResolutionRequest,
+    progress: Callable[[PipelineProgress], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    *,
+    writing: bool = False,
+) -> PipelineResult:
+    """Super-resolve ``image`` as ``request`` asks (see the module docstring for the stages).
+
+    ``writing`` leaves room in the progress fraction for a ``write`` stage that follows.
+
+    Example:
+        >>> import numpy as np, SimpleITK as sitk
+        >>> from CLADE.model_file import LoadedModel, make_metadata, build_generator
+        >>> meta = make_metadata("tiny", "MR", base_filters=4, n_blocks=1, trained=False)
+        >>> model = LoadedModel(build_generator(meta).eval(), meta)
+        >>> img = sitk.GetImageFromArray(np.random.rand(6, 40, 40).astype(np.float32))
+        >>> img.SetSpacing((1.0, 1.0, 4.0))
+        >>> result = run(img, SuperResolutionRequest(model=model, device="cpu"))
+        >>> result.image.GetSize(), result.image.GetSpacing(), result.stats["tiling"]
+        ((40, 40, 24), (1.0, 1.0, 1.0), 'slices')
+    """
+    from .device import resolve_device
+    from .inference import GeneratorRunner, StackInference
+
+    started = time.perf_counter()
+    image = as_3d(image)
+    check_volume(image)
+    model, chosen = resolve_request(request)
+    axis = detect_thick_axis(image.GetSpacing(), request.thick_axis)
+    _check_size(image, axis)
+    slice_axes = lr_slice_axes(image, axis, request.plane)
+    settings = resolve_device(request.device, request.precision)
+    work = estimate_work(image, axis, len(slice_axes), request.adapt_steps)
+    work.check(log)
+    if request.adapt_steps > 0 and min(work.output_size) < PATCH_SIZE:
+        raise CladeError(
+            f"The volume is only {min(work.output_size)} voxels across on its isotropic grid, "
+            f"smaller than the {PATCH_SIZE}-voxel patches adaptation learns from: super-resolve "
+            "it without adaptation."
+        )
+    reporter = _Reporter(progress, request.adapt_steps > 0, writing, started)
+
+    def check_cancel() -> None:
+        if cancel is not None and cancel():
+            raise Cancelled()
+
+    reporter.begin("resample")
+    volume = resample_to_isotropic_array(
+        image, axis, slice_axes[0], SLAB_VOXELS, on_slab=_polling(reporter, check_cancel)
+    )
+    window = IntensityWindow(*model.normalisation.window(volume))
+    ratio = image.GetSpacing()[axis] / work.output_spacing[axis]
+
+    adaptation = None
+    if request.adapt_steps > 0:
+        lr_axes = lr_slice_axes(image, axis, "auto")  # as adapt_to_volume samples them
+        adaptation = _adapt(volume, window, axis, lr_axes, ratio, model, request, reporter, cancel)
+        model = adaptation.model
+
+    reporter.begin("infer")
+    runner = GeneratorRunner(model, settings, chosen["ensemble"])
+    engine = StackInference(
+        runner,
+        chosen["tiling"],
+        stride=chosen["stride"],
+        batch_size=request.batch_size,
+        on_progress=lambda done, total: reporter.report(done, total),
+        cancel=cancel,
+    )
+    for slice_axis in slice_axes:
+        engine.plan(lr_slice_stack(volume, slice_axis, axis).shape)
+    network_started = time.perf_counter()
+    output = volume if len(slice_axes) == 1 else np.zeros_like(volume)
+    for slice_axis in slice_axes:
+        _infer_plane(volume, output, slice_axis, axis, window, engine)
+    if len(slice_axes) > 1:
+        output /= np.float32(len(slice_axes))
+    network_seconds = time.perf_counter() - network_started
+    del volume
+    result_image = sitk.GetImageFromArray(output)
+    del output
+    result_image.SetSpacing(work.grid.spacing)
+    result_image.SetOrigin(work.grid.origin)
+    result_image.SetDirection(work.grid.direction)
+    seconds = time.perf_counter() - started
+    world = world_axis_of_index_axes(image)
+    voxels = int(np.prod(result_image.GetSize()))
+    stats = {
+        "input_size": list(image.GetSize()),
+        "input_spacing": list(image.GetSpacing()),
+        "output_size": list(result_image.GetSize()),
+        "output_spacing": list(result_image.GetSpacing()),
+        "thick_axis": axis,
+        "planes": [_PLANE_NAMES[world[a]] for a in slice_axes],
+        "tiling": chosen["tiling"],
+        "stride": chosen["stride"] if chosen["tiling"] == "patches" else None,
+        "ensemble": chosen["ensemble"],
+        "precision": settings.precision,
+        "slices": sum(work.output_size[a] for a in slice_axes),
+        "patches": engine.total if chosen["tiling"] == "patches" else 0,
+        "batch_size": engine.batch_size,
+        "seconds": seconds,
+        "network_seconds": network_seconds,
+        "voxels_per_second": voxels / max(seconds, 1e-9),
+        "patches_per_second": (
+            engine.total / max(seconds, 1e-9) if chosen["tiling"] == "patches" else 0.0
+        ),
+        "device": settings.description,
+        "model": model.name,
+        "model_trained": model.trained,
+        "intensity_window": [window.low, window.high],
+        "adapted": None if adaptation is None else bool(adaptation.improved),
+    }
+    return PipelineResult(result_image, stats, adaptation)
+
+
+def _polling(reporter: _Reporter, check_cancel: Callable[[], None]):
+    def on_slab(done: int, total: int) -> None:
+        check_cancel()
+        reporter.report(done, total)
+
+    return on_slab
+
+
+def _infer_plane(volume, output, slice_axis, thick_axis, window, engine) -> None:
+    """Run the LR slices along ``slice_axis`` slab by slab, adding the result into ``output``."""
+    stack = lr_slice_stack(volume, slice_axis, thick_axis)  # a view
+    target = lr_slice_stack(output, slice_axis, thick_axis)
+    per_slab = max(1, SLAB_VOXELS // max(1, stack.shape[1] * stack.shape[2]))
+    in_place = output is volume
+    for first in range(0, stack.shape[0], per_slab):
+        spline = np.array(stack[first : first + per_slab], dtype=np.float32)
+        # Intensity preservation (ours): what the window clips (the brightest 0.5% of an MRI,
+        # dense bone in CT) is added back after inference, so those voxels keep their spline
+        # value instead of being flattened to the window's edge.
+        overflow = spline - np.clip(spline, window.low, window.high)
+        result = window.denormalise(engine.run(window.normalise(spline)))
+        result += overflow
+        if in_place:
+            target[first : first + per_slab] = result
+        else:
+            target[first : first + per_slab] += result
+
+
+def _adapt(volume, window, axis, lr_axes, ratio, model, request, reporter, cancel):
+    from .adaptation import adapt_prepared_volume
+    from .slice_sampling import PreparedVolume
+
+    reporter.begin("adapt")
+    prepared = PreparedVolume(window.normalise(volume), axis, lr_axes, ratio)
+    result = adapt_prepared_volume(
+        prepared,
+        model,
+        steps=request.adapt_steps,
+        device=request.device,
+        progress=lambda info: reporter.report(info.done_steps, info.total_steps),
+        cancel=cancel,
+    )
+    del prepared
+    log.info(result.summary())
+    return result
+
+
+def _check_size(image: sitk.Image, thick_axis: int) -> None:
+    size = image.GetSize()
+    if size[thick_axis] < MIN_THICK_SLICES:
+        raise CladeError(
+            f"The volume has only {size[thick_axis]} slice along its thick axis: CLADE needs at "
+            f"least {MIN_THICK_SLICES}."
+        )
+    small = [size[a] for a in range(3) if a != thick_axis and size[a] < 8]
+    if small:
+        raise CladeError(
+            f"The volume is too small in-plane ({size[0]}x{size[1]}x{size[2]} voxels): CLADE needs "
+            "at least 8 pixels along each in-plane axis."
+        )
+
+
+def super_resolve(
+    image: sitk.Image,
+    model,
+    *,
+    progress: Callable[[PipelineProgress], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    **settings,
+) -> PipelineResult:
+    """The Python API: :func:`run` with the request's fields as keyword arguments.
+
+    Example:
+        >>> import numpy as np, SimpleITK as sitk
+        >>> from CLADE.model_file import LoadedModel, make_metadata, build_generator
+        >>> meta = make_metadata("tiny", "MR", base_filters=4, n_blocks=1, trained=False)
+        >>> model = LoadedModel(build_generator(meta).eval(), meta)
+        >>> img = sitk.GetImageFromArray(np.random.rand(6, 40, 40).astype(np.float32))
+        >>> img.SetSpacing((1.0, 1.0, 4.0))
+        >>> super_resolve(img, model, stride=16, device="cpu").stats["tiling"]
+        'patches'
+    """
+    return run(image, SuperResolutionRequest(model=model, **settings), progress, cancel)
+
+
+def super_resolve_file(
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    request: SuperResolutionRequest,
+    *,
+    output_type: str = "float32",
+    progress: Callable[[PipelineProgress], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> PipelineResult:
+    """Read ``input_path``, :func:`run`, and write ``output_path`` atomically (stage ``write``).
+
+    ``output_type`` is ``float32`` or ``input`` (the input's pixel type, rounded and clipped).
+    The output path is checked before any work, so a bad destination fails in a second.
+    """
+    from .registry import resolve_model
+    from .volume_io import cast_like, check_output_path, read_volume, write_volume
+
+    if output_type not in ("float32", "input"):
+        raise CladeError(f"Unknown output type {output_type!r}: use float32 or input.")
+    output = check_output_path(output_path, inputs=(input_path,))
+    image = read_volume(input_path)
+    if not isinstance(request.model, LoadedModel):
+        request = replace(request, model=resolve_model(request.model))
+    started = time.perf_counter()
+    result = run(image, request, progress, cancel, writing=True)
+    reporter = _Reporter(progress, request.adapt_steps > 0, True, started)
+    reporter.begin("write")
+    out_image = result.image
+    if output_type == "input":
+        out_image = cast_like(out_image, image.GetPixelID())
+    if cancel is not None and cancel():
+        raise Cancelled()
+    write_volume(out_image, output)
+    reporter.report(1, 1)
+    result.stats["output"] = str(Path(output).resolve())
+    return result
