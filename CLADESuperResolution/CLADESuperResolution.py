@@ -149,10 +149,12 @@ class Ensemble(enum.Enum):
 
     AUTO = "auto"
     NONE = "none"
+    FLIPS2 = "flips2"
     FLIPS = "flips"
 
     def label(self):
         return {"auto": "Auto (model default)", "none": "None",
+                "flips2": "Left-right flip (mean of 2)",
                 "flips": "In-plane flips (mean of 4)"}[self.value]
 
 

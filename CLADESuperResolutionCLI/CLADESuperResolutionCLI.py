@@ -37,7 +37,7 @@ CORE_RELATIVE_LOCATIONS = ("../qt-scripted-modules", "../../qt-scripted-modules"
 PLANES = ("auto", "both", "sagittal", "coronal", "axial")
 DEVICES = ("auto", "cpu", "cuda")
 TILINGS = ("auto", "slices", "patches")
-ENSEMBLES = ("auto", "none", "flips")
+ENSEMBLES = ("auto", "none", "flips2", "flips")
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 #: Seconds between two progress lines (Slicer redraws its bar a few times a second anyway).

@@ -106,7 +106,6 @@ def checkRun(result, inputImage, outputPath):
                                       "--precision", "float32"]])
 def test_script_super_resolves_a_file_with_slicer_progress_lines(tmp_path, tiny_model_path,
                                                                  options):
-    pytest.importorskip("CLADE.pipeline")
     inputImage = makeThickFile(tmp_path / "in.nrrd")
     result = runScript(SCRIPT, ["--model", tiny_model_path, *options, "--device", "cpu",
                                 "--plane", "auto", tmp_path / "in.nrrd", tmp_path / "out.nrrd"])
@@ -115,7 +114,6 @@ def test_script_super_resolves_a_file_with_slicer_progress_lines(tmp_path, tiny_
 
 def test_script_gives_the_same_voxels_as_the_pipeline(tmp_path, tiny_model_path):
     """The CLI module is a front end of CLADE.pipeline: same request, same output."""
-    pytest.importorskip("CLADE.pipeline")
     from CLADE.pipeline import SuperResolutionRequest, super_resolve_file
 
     makeThickFile(tmp_path / "in.nrrd")
@@ -129,7 +127,6 @@ def test_script_gives_the_same_voxels_as_the_pipeline(tmp_path, tiny_model_path)
 
 
 def test_script_adapts_first_when_asked(tmp_path, tiny_model_path):
-    pytest.importorskip("CLADE.pipeline")
     inputImage = makeThickFile(tmp_path / "in.nrrd", size=(40, 36, 8))
     result = runScript(SCRIPT, ["--model", tiny_model_path, "--tiling", "slices", "--device",
                                 "cpu", "--adapt", "10", tmp_path / "in.nrrd", tmp_path / "out.nrrd"])
@@ -154,7 +151,6 @@ def test_script_without_torch_says_so_in_one_sentence(tmp_path):
 
 
 def test_script_reports_a_user_error_without_traceback(tmp_path):
-    pytest.importorskip("CLADE.pipeline")
     makeThickFile(tmp_path / "in.nrrd")
     result = runScript(SCRIPT, ["--model", tmp_path / "missing.pt", tmp_path / "in.nrrd",
                                 tmp_path / "out.nrrd"])
@@ -206,7 +202,6 @@ def test_core_import_works_from_the_installed_layout(tmp_path, tiny_model_path, 
     located, imported = probe.stdout.split()
     assert Path(located) == scripted.resolve()
     assert Path(imported).resolve().is_relative_to(scripted.resolve())
-    pytest.importorskip("CLADE.pipeline")
     inputImage = makeThickFile(tmp_path / "in.nrrd")
     result = runScript(cliModules / "CLADESuperResolutionCLI.py",
                        ["--model", tiny_model_path, "--tiling", "slices", "--device", "cpu",

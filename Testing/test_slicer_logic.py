@@ -135,10 +135,6 @@ def test_image_to_node_round_trip(scene):
 # -- the logic, in process, with the tiny model (through CLADE.pipeline.run) -----------------
 
 
-def needsPipeline():
-    pytest.importorskip("CLADE.pipeline")
-
-
 def test_super_resolve_node_follows_core_grid_and_keeps_input(scene, tiny_model_path):
     array = smoothArray()
     ijkToRas = obliqueFlippedIjkToRas()
@@ -146,7 +142,6 @@ def test_super_resolve_node_follows_core_grid_and_keeps_input(scene, tiny_model_
     transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
     node.SetAndObserveTransformNodeID(transform.GetID())
     before = np.array(slicer.util.arrayFromVolume(node), copy=True)
-    needsPipeline()
 
     output, result = superResolveInProcess(
         node, SuperResolutionOptions(model=str(tiny_model_path), device="cpu"))
@@ -166,7 +161,6 @@ def test_super_resolve_node_follows_core_grid_and_keeps_input(scene, tiny_model_
 
 
 def test_super_resolve_into_existing_node_and_refuses_input_as_output(scene, tiny_model_path):
-    needsPipeline()
     node = addVolume(scene, smoothArray(), np.diag([1.0, 1.0, 4.0, 1.0]))
     target = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "target")
     options = SuperResolutionOptions(model=str(tiny_model_path), device="cpu", tiling="patches",
@@ -178,7 +172,6 @@ def test_super_resolve_into_existing_node_and_refuses_input_as_output(scene, tin
 
 
 def test_cancelled_in_process_run_creates_no_node(scene, tiny_model_path):
-    needsPipeline()
     from CLADE.errors import Cancelled
 
     node = addVolume(scene, smoothArray(), np.diag([1.0, 1.0, 4.0, 1.0]))
@@ -280,7 +273,6 @@ def test_foreign_model_file_is_refused_with_the_core_sentence(scene, tmp_path):
 
     from CLADE.errors import CladeError
 
-    needsPipeline()
     foreign = tmp_path / "foreign.pt"
     with zipfile.ZipFile(foreign, "w") as archive:  # passes the cheap check, not the core's
         archive.writestr("data.txt", "hello")

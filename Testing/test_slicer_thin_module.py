@@ -103,8 +103,13 @@ def test_module_loads_without_torch_and_enums_match_the_core(thinModule):
     assert all(isinstance(m.label(), str) for e in (thinModule.LRPlane, thinModule.Device,
                                                    thinModule.Preset) for m in e)
     assert [t.value for t in thinModule.Tiling] == ["auto", "slices", "patches"]
-    assert [e.value for e in thinModule.Ensemble] == ["auto", "none", "flips"]
-    assert [p.value for p in thinModule.Precision] == ["auto", "float32", "bfloat16"]
+    from CLADE.inference import ENSEMBLES, TILINGS
+
+    assert [e.value for e in thinModule.Ensemble] == ["auto", *ENSEMBLES]
+    assert [t.value for t in thinModule.Tiling] == ["auto", *TILINGS]
+    from CLADE.device import PRECISIONS
+
+    assert [p.value for p in thinModule.Precision] == list(PRECISIONS)
     from CLADESuperResolutionLib import SuperResolutionLogic
 
     assert SuperResolutionLogic.TILINGS == tuple(t.value for t in thinModule.Tiling)
@@ -118,7 +123,6 @@ def test_module_loads_without_torch_and_enums_match_the_core(thinModule):
 
 
 def test_logic_process_returns_new_node_and_keeps_input(thinModule, tiny_model_path):
-    pytest.importorskip("CLADE.pipeline")
     array = np.random.default_rng(0).normal(100, 20, size=(8, 36, 40)).astype(np.float32)
     node = slicer.util.addVolumeFromArray(array, ijkToRAS=np.diag([-1.0, 1.0, 4.0, 1.0]),
                                           name="thick")
@@ -189,7 +193,6 @@ def test_slicer_self_test_passes_without_torch_on_the_build_machines(thinModule,
 def test_slicer_self_test_code_with_the_tiny_model(thinModule, tiny_model_path, monkeypatch):
     """Same self-test code, with the tiny model standing in for the shipped one (a path is
     accepted wherever a shipped name is), so its checks are exercised before models ship."""
-    pytest.importorskip("CLADE.pipeline")
     from CLADESuperResolutionLib import ModelCatalog
 
     monkeypatch.setattr(ModelCatalog, "shippedModels",

@@ -85,7 +85,6 @@ def test_job_command_is_clade_super_resolve_with_a_json_progress_stream(scene, t
 
 def test_worker_job_reports_stages_in_order_and_creates_output(scene, tiny_model_path,
                                                                tmp_path):
-    pytest.importorskip("CLADE.pipeline")
     node = thickNode(scene)
     before = np.array(slicer.util.arrayFromVolume(node), copy=True)
     job = SuperResolutionJob(node, SuperResolutionOptions(model=str(tiny_model_path),
@@ -113,7 +112,6 @@ def test_worker_job_reports_stages_in_order_and_creates_output(scene, tiny_model
 
 
 def test_adapting_job_shows_the_adapt_stage_before_inference(scene, tiny_model_path, tmp_path):
-    pytest.importorskip("CLADE.pipeline")
     node = thickNode(scene, shape=(12, 64, 64))
     options = SuperResolutionOptions(model=str(tiny_model_path), device="cpu", tiling="slices",
                                      adaptSteps=30)
@@ -128,7 +126,6 @@ def test_adapting_job_shows_the_adapt_stage_before_inference(scene, tiny_model_p
 
 
 def test_cancelled_job_leaves_no_node_no_process_no_files(scene, tiny_model_path, tmp_path):
-    pytest.importorskip("CLADE.pipeline")
     node = thickNode(scene, shape=(12, 96, 96))
     count = volumeCount(scene)
     job = SuperResolutionJob(node, SuperResolutionOptions(model=str(tiny_model_path),
@@ -232,7 +229,6 @@ def test_crashing_worker_is_reported_with_its_last_lines(scene, tmp_path):
 
 
 def test_worker_user_error_is_shown_as_its_sentence(scene, tmp_path):
-    pytest.importorskip("CLADE.pipeline")
     node = thickNode(scene)
     missing = tmp_path / "no-such-model.pt"
     job = SuperResolutionJob(node, SuperResolutionOptions(model=str(missing), device="cpu"),

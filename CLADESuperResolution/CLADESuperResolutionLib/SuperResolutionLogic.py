@@ -28,7 +28,7 @@ OUTPUT_SUFFIX = "_CLADE"
 
 #: Choices of the Advanced section (values are the core's names, ``auto`` = the model's default).
 TILINGS = ("auto", "slices", "patches")
-ENSEMBLES = ("auto", "none", "flips")
+ENSEMBLES = ("auto", "none", "flips2", "flips")
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 #: Pipeline stages (``CLADE.pipeline.PipelineProgress.stage``) as shown on the progress bar.
@@ -78,7 +78,8 @@ class SuperResolutionOptions:
         return arguments
 
     def usesStride(self) -> bool:
-        """A stride is only passed for patch tiling (whole slices have none)."""
+        """A stride is passed unless tiling is whole slices (which have none); with ``auto``
+        tiling the core takes a stride as a request for patches."""
         return bool(self.stride) and self.tiling != "slices"
 
     def request(self):
