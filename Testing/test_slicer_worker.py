@@ -315,3 +315,32 @@ def test_training_job_runs_clade_train_and_offers_the_new_models(scene, tmp_path
     assert nodes["lossTable"].GetTable().GetNumberOfRows() == len(job.curves.steps) > 0
     assert nodes["metricTable"].GetTable().GetNumberOfRows() == 1
     assert not any(p.name.startswith("CLADE-train-") for p in tmp_path.iterdir())
+
+
+def test_job_and_in_process_logic_give_the_pipelines_voxels_on_a_real_volume(
+        scene, shared_data, tiny_model_path, tmp_path):
+    """Both Slicer paths are front ends of CLADE.pipeline: on a real brain MRI (6.5 mm slices,
+    cropped in-plane to keep the test short) they give exactly what pipeline.run gives."""
+    import SimpleITK as sitk
+    from CLADESuperResolutionLib.SuperResolutionLogic import superResolveInProcess
+    from CLADESuperResolutionLib.VolumeConversion import updateVolumeNodeFromImage
+
+    from CLADE.pipeline import SuperResolutionRequest, run
+
+    image = sitk.ReadImage(str(shared_data / "mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain2.nrrd"))
+    image = image[80:176, 80:176, :]
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "brain")
+    updateVolumeNodeFromImage(node, image)
+    options = SuperResolutionOptions(model=str(tiny_model_path), device="cpu", tiling="slices",
+                                     precision="float32")
+    expected = sitk.GetArrayFromImage(run(image, SuperResolutionRequest(
+        model=str(tiny_model_path), device="cpu", tiling="slices", precision="float32")).image)
+
+    job = SuperResolutionJob(node, options, python=sys.executable, tempRoot=tmp_path)
+    job.start()
+    assert job.wait(timeout=300) == job.SUCCEEDED, job.errorMessage
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(job.outputNode), expected)
+    inProcess, result = superResolveInProcess(node, options)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(inProcess), expected)
+    assert result.stats["tiling"] == "slices" and expected.shape[1:] == (96, 96)
+    assert list(tmp_path.iterdir()) == []
