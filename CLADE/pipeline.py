@@ -44,6 +44,7 @@ from .geometry import (
 from .model_file import LoadedModel
 from .normalisation import IntensityWindow
 from .patches import PATCH_SIZE
+from .progress import PipelineProgress, StageReporter
 from .volume_io import as_3d, check_volume
 from .workload import estimate_work
 
@@ -54,17 +55,7 @@ MIN_THICK_SLICES = 2
 #: Output voxels per streamed slab (64 MB of float32): small against the output, large enough
 #: that per-slab overheads vanish.
 SLAB_VOXELS = 1 << 24
-#: Stages in order, with their share of the overall progress fraction (without / with adapt).
-STAGES = ("resample", "adapt", "infer", "write")
-_WEIGHTS = {  # (adapting, writing)
-    (False, False): {"resample": 0.05, "adapt": 0.0, "infer": 0.95, "write": 0.0},
-    (False, True): {"resample": 0.05, "adapt": 0.0, "infer": 0.9, "write": 0.05},
-    (True, False): {"resample": 0.03, "adapt": 0.47, "infer": 0.5, "write": 0.0},
-    (True, True): {"resample": 0.03, "adapt": 0.45, "infer": 0.49, "write": 0.03},
-}
 _PLANE_NAMES = {0: "sagittal", 1: "coronal", 2: "axial"}
-#: A run whose remaining network time exceeds this (seconds) is warned about once, with advice.
-LONG_RUN_SECONDS = 30 * 60
 
 
 @dataclass(frozen=True)
@@ -86,32 +77,6 @@ class SuperResolutionRequest:
     device: str = "auto"
     batch_size: int | None = None  #: patches (patches) or slices (slices) per forward pass
     adapt_steps: int = 0
-
-
-@dataclass(frozen=True)
-class PipelineProgress:
-    """Progress of a run: the current ``stage``, its ``done``/``total`` units, the overall
-    ``fraction`` (0-1 across stages), and an ETA for the stage."""
-
-    stage: str
-    done: int
-    total: int
-    fraction: float
-    elapsed_seconds: float
-    eta_seconds: float | None = None
-    message: str = ""
-
-    def to_dict(self) -> dict:
-        """The JSON progress event of ``clade super-resolve --progress json``."""
-        return {
-            "event": "progress",
-            "stage": self.stage,
-            "done": self.done,
-            "total": self.total,
-            "fraction": round(self.fraction, 5),
-            "eta_seconds": None if self.eta_seconds is None else round(self.eta_seconds, 1),
-            "message": self.message,
-        }
 
 
 @dataclass
@@ -146,47 +111,6 @@ class PipelineResult:
 
 #: Back-compatible name of the result type.
 SuperResolutionResult = PipelineResult
-
-
-class _Reporter:
-    """Turns stage-local progress into :class:`PipelineProgress` events."""
-
-    def __init__(self, callback, adapting: bool, writing: bool, started: float) -> None:
-        self.callback = callback
-        self.weights = _WEIGHTS[(bool(adapting), bool(writing))]
-        self.started = started
-        self.stage_started = started
-        self.stage = ""
-        self.warned_long = False
-
-    def begin(self, stage: str) -> None:
-        self.stage = stage
-        self.stage_started = time.perf_counter()
-        self.report(0, 1)
-
-    def report(self, done: int, total: int, message: str = "") -> None:
-        now = time.perf_counter()
-        local = min(1.0, done / total) if total else 1.0
-        before = sum(self.weights[s] for s in STAGES[: STAGES.index(self.stage)])
-        fraction = before + self.weights[self.stage] * local
-        eta = None
-        if 0 < done < total:
-            eta = (now - self.stage_started) / done * (total - done)
-        if eta is not None and eta > LONG_RUN_SECONDS and not self.warned_long:
-            self.warned_long = True
-            log.warning(
-                "At the current rate the %s stage needs about %.0f more minutes: press Ctrl-C "
-                "(nothing is written) to stop, then consider a GPU (--device cuda), a smaller "
-                "region, or --precision auto.",
-                self.stage,
-                eta / 60,
-            )
-        if self.callback is not None:
-            self.callback(
-                PipelineProgress(
-                    self.stage, int(done), int(total), fraction, now - self.started, eta, message
-                )
-            )
 
 
 def resolve_request(request: SuperResolutionRequest) -> tuple[LoadedModel, dict]:
@@ -272,7 +196,7 @@ def run(
             f"smaller than the {PATCH_SIZE}-voxel patches adaptation learns from: super-resolve "
             "it without adaptation."
         )
-    reporter = _Reporter(progress, request.adapt_steps > 0, writing, started)
+    reporter = StageReporter(progress, request.adapt_steps > 0, writing, started)
 
     def check_cancel() -> None:
         if cancel is not None and cancel():
@@ -348,7 +272,7 @@ def run(
     return PipelineResult(result_image, stats, adaptation)
 
 
-def _polling(reporter: _Reporter, check_cancel: Callable[[], None]):
+def _polling(reporter: StageReporter, check_cancel: Callable[[], None]):
     def on_slab(done: int, total: int) -> None:
         check_cancel()
         reporter.report(done, total)
@@ -420,14 +344,13 @@ def super_resolve(
 ) -> PipelineResult:
     """The Python API: :func:`run` with the request's fields as keyword arguments.
 
-    Example:
-        >>> import numpy as np, SimpleITK as sitk
-        >>> from CLADE.model_file import LoadedModel, make_metadata, build_generator
-        >>> meta = make_metadata("tiny", "MR", base_filters=4, n_blocks=1, trained=False)
-        >>> model = LoadedModel(build_generator(meta).eval(), meta)
+    Example (an identity network: the output is the spline volume):
+        >>> import numpy as np, SimpleITK as sitk, torch
+        >>> from CLADE.model_file import LoadedModel, make_metadata
+        >>> identity = LoadedModel(torch.nn.Identity(), make_metadata("id", "MR"))
         >>> img = sitk.GetImageFromArray(np.random.rand(6, 40, 40).astype(np.float32))
         >>> img.SetSpacing((1.0, 1.0, 4.0))
-        >>> super_resolve(img, model, stride=16, device="cpu").stats["tiling"]
+        >>> super_resolve(img, identity, stride=16, device="cpu").stats["tiling"]
         'patches'
     """
     return run(image, SuperResolutionRequest(model=model, **settings), progress, cancel)
@@ -458,7 +381,7 @@ def super_resolve_file(
         request = replace(request, model=resolve_model(request.model))
     started = time.perf_counter()
     result = run(image, request, progress, cancel, writing=True)
-    reporter = _Reporter(progress, request.adapt_steps > 0, True, started)
+    reporter = StageReporter(progress, request.adapt_steps > 0, True, started)
     reporter.begin("write")
     out_image = result.image
     if output_type == "input":

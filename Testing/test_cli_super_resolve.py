@@ -225,7 +225,7 @@ def test_a_run_too_large_for_memory_is_refused_before_any_work(tmp_path, tiny_mo
 def test_the_work_is_printed_before_a_run_and_long_runs_are_warned_about(caplog):
     import logging
 
-    from CLADE.pipeline import _Reporter
+    from CLADE.progress import StageReporter
     from CLADE.workload import estimate_work
 
     image = sitk.Image([512, 512, 83], sitk.sitkInt16)
@@ -233,7 +233,7 @@ def test_the_work_is_printed_before_a_run_and_long_runs_are_warned_about(caplog)
     work = estimate_work(image, 2)
     with caplog.at_level(logging.INFO, logger="CLADE"):
         work.check(logging.getLogger("CLADE"), available=64 * 2**30)
-        reporter = _Reporter(None, False, False, 0.0)
+        reporter = StageReporter(None, False, False, 0.0)
         reporter.begin("infer")
         reporter.stage_started -= 60  # one minute for 1% of the work: ~99 minutes left
         reporter.report(1, 100)

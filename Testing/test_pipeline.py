@@ -9,7 +9,7 @@ import torch
 from conftest import make_volume
 from helpers import known_model
 
-from CLADE import pipeline
+from CLADE import pipeline, progress
 from CLADE.device import cpu_has_fast_bfloat16, resolve_device
 from CLADE.errors import Cancelled, CladeError
 from CLADE.geometry import resample_to_isotropic
@@ -111,7 +111,7 @@ def test_stages_come_in_order_and_the_fraction_rises_to_one(tmp_path):
     super_resolve_file(source, tmp_path / "out.nrrd", SuperResolutionRequest(
         model=known_model(), device="cpu"), progress=reports.append)
     stages = [r.stage for r in reports]
-    assert stages == sorted(stages, key=pipeline.STAGES.index)
+    assert stages == sorted(stages, key=progress.STAGES.index)
     assert set(stages) == {"resample", "infer", "write"}
     fractions = [r.fraction for r in reports]
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
