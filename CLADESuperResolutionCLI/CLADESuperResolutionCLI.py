@@ -2,34 +2,51 @@
 """Slicer CLI module: super-resolve a volume file with CLADE, reporting Slicer progress lines.
 
 Slicer runs this script with its own Python (``python-real``), giving the input and output as
-files: ``CLADESuperResolutionCLI.py [--model M] [--stride N] [--adapt S] [--plane P]
-[--device D] IN OUT``
-(the order and flags come from ``CLADESuperResolutionCLI.xml``). Progress is reported with
-``<filter-start>``, ``<filter-progress>`` and ``<filter-end>`` lines, which Slicer shows in its
-progress bar; Slicer cancels a CLI module by killing this process, and the output is written
-atomically, so a cancelled run leaves nothing behind.
+files: ``CLADESuperResolutionCLI.py [--model M] [--tiling T] [--stride N] [--ensemble E]
+[--precision P] [--adapt S] [--plane P] [--device D] IN OUT``
+(the order and flags come from ``CLADESuperResolutionCLI.xml``). The work is the core's one
+pipeline, ``CLADE.pipeline.super_resolve_file``; its overall progress fraction is reported with
+``<filter-progress>`` lines between ``<filter-start>`` and ``<filter-end>``, which Slicer shows
+in its progress bar. Slicer cancels a CLI module by killing this process, and the pipeline
+writes the output atomically, so a cancelled run leaves nothing behind.
 
 Where the CLADE core is found (first match wins):
 
 1. the ``CLADE_CORE_PATH`` environment variable (a folder containing ``CLADE/``);
-2. ``../qt-scripted-modules`` relative to this file: the installed extension and the build tree
-   both put CLI modules in ``lib/Slicer-X.Y/cli-modules`` and the core next to the scripted
-   modules in ``lib/Slicer-X.Y/qt-scripted-modules`` (top-level ``CMakeLists.txt``);
-3. ``..`` relative to this file: a source checkout, where ``CLADE/`` is this folder's sibling;
-4. an installed ``clade-sr`` package (``import CLADE`` as is).
+2. ``../qt-scripted-modules`` relative to this file: the installed extension and a
+   single-configuration build tree put CLI modules in ``lib/Slicer-X.Y/cli-modules`` and the
+   core next to the scripted modules in ``lib/Slicer-X.Y/qt-scripted-modules`` (top-level
+   ``CMakeLists.txt``);
+3. ``../../qt-scripted-modules``: a multi-configuration build tree (Visual Studio, Xcode) puts
+   CLI modules one level deeper, in ``cli-modules/<Config>`` (``SlicerMacroBuildScriptedCLI``),
+   while scripted modules stay in ``qt-scripted-modules``;
+4. ``..`` relative to this file: a source checkout, where ``CLADE/`` is this folder's sibling;
+5. an installed ``clade-sr`` package (``import CLADE`` as is).
 """
 
 import argparse
+import importlib.util
 import os
 import sys
 import time
 from pathlib import Path
 
 #: Folders, relative to this script's folder, that may contain the ``CLADE/`` package.
-CORE_RELATIVE_LOCATIONS = ("../qt-scripted-modules", "..")
+CORE_RELATIVE_LOCATIONS = ("../qt-scripted-modules", "../../qt-scripted-modules", "..")
 
 PLANES = ("auto", "both", "sagittal", "coronal", "axial")
 DEVICES = ("auto", "cpu", "cuda")
+TILINGS = ("auto", "slices", "patches")
+ENSEMBLES = ("auto", "none", "flips2", "flips")
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+#: Seconds between two progress lines (Slicer redraws its bar a few times a second anyway).
+PROGRESS_INTERVAL = 0.2
+
+TORCH_MISSING = (
+    "PyTorch is not installed in Slicer's Python: install it with the PyTorch extension "
+    "(PyTorch Utils module), then run CLADE Super-Resolution again."
+)
 
 
 def locateCore(scriptDir=None):
@@ -58,63 +75,67 @@ def buildParser():
     parser.add_argument("inputVolume")
     parser.add_argument("outputVolume")
     parser.add_argument("--model", default="mri")
+    parser.add_argument("--tiling", choices=TILINGS, default="auto")
     parser.add_argument("--stride", type=int, default=0)
+    parser.add_argument("--ensemble", choices=ENSEMBLES, default="auto")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto")
     parser.add_argument("--adapt", type=int, default=0)
     parser.add_argument("--plane", choices=PLANES, default="auto")
     parser.add_argument("--device", choices=DEVICES, default="auto")
     return parser
 
 
+def torchAvailable():
+    """True when torch can be imported (checked without importing it)."""
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def main(argv=None):
     args = buildParser().parse_args(argv)
     locateCore()
+    # Checked before anything imports the core's torch-using modules: the core package itself
+    # imports torch lazily, so without this check the first use would end in a traceback.
+    if not torchAvailable():
+        sys.stderr.write(TORCH_MISSING + "\n")
+        return 1
     try:
-        import CLADE
         from CLADE.errors import CladeError
+        from CLADE.pipeline import SuperResolutionRequest, super_resolve_file
     except ImportError as error:
         sys.stderr.write(f"The CLADE core could not be imported ({error}): reinstall the CLADE "
-                         "extension (and PyTorch from the PyTorch extension).\n")
+                         "extension.\n")
         return 1
 
     report("filter-start", "<filter-name>CLADE super-resolution</filter-name>"
                            "<filter-comment>Loading the model</filter-comment>")
+    last = [0.0]
+
+    def progress(info):
+        now = time.monotonic()
+        if now - last[0] >= PROGRESS_INTERVAL or info.fraction >= 1.0:
+            last[0] = now
+            report("filter-progress", f"{min(max(float(info.fraction), 0.0), 1.0):.4f}")
+
     try:
-        image = CLADE.read_volume(args.inputVolume)
-        model = CLADE.resolve_model(args.model, "cpu")
-        last = [0.0]
-        # Inference is ~95 % of the time (0.02-0.97); leave the rest for reading and writing.
-        # With adaptation, its steps fill the first half of that span (500 steps take about as
-        # long as a default-stride run on a brain MRI on CPU).
-        split = 0.495 if args.adapt else 0.02
-
-        def reporter(start, end):
-            def progress(info):
-                now = time.monotonic()
-                if now - last[0] >= 0.2 or info.fraction >= 1.0:
-                    last[0] = now
-                    report("filter-progress", f"{start + (end - start) * info.fraction:.4f}")
-            return progress
-
-        report("filter-progress", "0.02")
-        if args.adapt:
-            from CLADE.adaptation import adapt_to_volume
-
-            adapted = adapt_to_volume(image, model, steps=args.adapt, device=args.device,
-                                      progress=reporter(0.02, split))
-            print(f"CLADE: {adapted.summary()}", flush=True)
-            model = adapted.model
-        result = CLADE.super_resolve(image, model, stride=args.stride or None, plane=args.plane,
-                                     device=args.device, progress=reporter(split, 0.97))
-        CLADE.write_volume(result.image, args.outputVolume)
+        request = SuperResolutionRequest(
+            model=args.model, tiling=args.tiling,
+            stride=args.stride if args.stride and args.tiling != "slices" else None,
+            ensemble=args.ensemble, precision=args.precision, plane=args.plane,
+            device=args.device, adapt_steps=args.adapt)
+        result = super_resolve_file(args.inputVolume, args.outputVolume, request,
+                                    progress=progress)
     except CladeError as error:
         sys.stderr.write(f"{error}\n")
         return error.exit_code
     report("filter-progress", "1.0")
-    stats = result.stats
     report("filter-end", "<filter-name>CLADE super-resolution</filter-name>"
-                         f"<filter-time>{stats.get('seconds', 0.0):.2f}</filter-time>")
-    print(f"CLADE: {stats.get('input_size')} -> {stats.get('output_size')}, "
-          f"{stats.get('patches')} patches on {stats.get('device')}", flush=True)
+                         f"<filter-time>{float(result.stats.get('seconds', 0.0)):.2f}</filter-time>")
+    if result.adaptation is not None:
+        print(f"CLADE: {result.adaptation.summary()}", flush=True)
+    print(f"CLADE: {result.summary()}", flush=True)
     return 0
 
 

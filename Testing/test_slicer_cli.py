@@ -101,24 +101,53 @@ def checkRun(result, inputImage, outputPath):
     assert output.GetOrigin() == pytest.approx((3.0, -2.0, 10.0 - 1.5))
 
 
-def test_script_super_resolves_a_file_with_slicer_progress_lines(tmp_path, tiny_model_path):
+@pytest.mark.parametrize("options", [["--tiling", "patches", "--stride", "8"],
+                                     ["--tiling", "slices", "--ensemble", "flips",
+                                      "--precision", "float32"]])
+def test_script_super_resolves_a_file_with_slicer_progress_lines(tmp_path, tiny_model_path,
+                                                                 options):
     inputImage = makeThickFile(tmp_path / "in.nrrd")
-    result = runScript(SCRIPT, ["--model", tiny_model_path, "--stride", "8", "--device", "cpu",
+    result = runScript(SCRIPT, ["--model", tiny_model_path, *options, "--device", "cpu",
                                 "--plane", "auto", tmp_path / "in.nrrd", tmp_path / "out.nrrd"])
     checkRun(result, inputImage, tmp_path / "out.nrrd")
 
 
+def test_script_gives_the_same_voxels_as_the_pipeline(tmp_path, tiny_model_path):
+    """The CLI module is a front end of CLADE.pipeline: same request, same output."""
+    from CLADE.pipeline import SuperResolutionRequest, super_resolve_file
+
+    makeThickFile(tmp_path / "in.nrrd")
+    result = runScript(SCRIPT, ["--model", tiny_model_path, "--tiling", "slices", "--device",
+                                "cpu", tmp_path / "in.nrrd", tmp_path / "out.nrrd"])
+    assert result.returncode == 0, result.stderr
+    super_resolve_file(tmp_path / "in.nrrd", tmp_path / "direct.nrrd", SuperResolutionRequest(
+        model=str(tiny_model_path), tiling="slices", device="cpu"))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out.nrrd"))),
+                                  sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "direct.nrrd"))))
+
+
 def test_script_adapts_first_when_asked(tmp_path, tiny_model_path):
     inputImage = makeThickFile(tmp_path / "in.nrrd", size=(40, 36, 8))
-    result = runScript(SCRIPT, ["--model", tiny_model_path, "--stride", "8", "--device", "cpu",
-                                "--adapt", "10", tmp_path / "in.nrrd", tmp_path / "out.nrrd"])
+    result = runScript(SCRIPT, ["--model", tiny_model_path, "--tiling", "slices", "--device",
+                                "cpu", "--adapt", "10", tmp_path / "in.nrrd", tmp_path / "out.nrrd"])
     checkRun(result, inputImage, tmp_path / "out.nrrd")
     assert "CLADE: adapted to this volume: 10 steps" in result.stdout
-    progress = [float(m.group(1)) for m in
-                (re.fullmatch(r"<filter-progress>([0-9.]+)</filter-progress>", line)
-                 for line in result.stdout.splitlines()) if m]
-    # The adaptation stage fills the first half of the bar, inference the second.
-    assert any(0.02 < p <= 0.495 for p in progress) and any(p > 0.495 for p in progress)
+
+
+def test_script_without_torch_says_so_in_one_sentence(tmp_path):
+    """Before: the friendly check only covered ``import CLADE`` (which loads torch lazily), so a
+    missing torch ended in a ModuleNotFoundError traceback."""
+    makeThickFile(tmp_path / "in.nrrd")
+    # sys.modules["torch"] = None makes `import torch` fail as if it were not installed.
+    code = ("import runpy, sys; sys.modules['torch'] = None; sys.argv = sys.argv[1:]; "
+            "runpy.run_path(sys.argv[0], run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", code, str(SCRIPT), "--model", "mri",
+                             str(tmp_path / "in.nrrd"), str(tmp_path / "out.nrrd")],
+                            capture_output=True, text=True, encoding="utf-8", timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip() == loadScriptModule().TORCH_MISSING
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out.nrrd").exists()
 
 
 def test_script_reports_a_user_error_without_traceback(tmp_path):
@@ -137,10 +166,14 @@ def cmakeList(cmakeFile: Path, variable: str) -> list[str]:
     return [item for item in match.group(1).split() if not item.startswith("#")]
 
 
-def stageInstalledLayout(root: Path) -> tuple[Path, Path]:
-    """Copy what the CMake files install into root/lib/Slicer-5.8/{cli-modules,qt-scripted-modules}."""
+def stageInstalledLayout(root: Path, config: str = "") -> tuple[Path, Path]:
+    """Copy what the CMake files install into root/lib/Slicer-5.8/{cli-modules,qt-scripted-modules}.
+
+    ``config`` ("Release"...): a multi-configuration build tree, where
+    SlicerMacroBuildScriptedCLI puts CLI modules in cli-modules/<config>.
+    """
     lib = root / "lib" / "Slicer-5.8"
-    cliModules = lib / "cli-modules"
+    cliModules = lib / "cli-modules" / config if config else lib / "cli-modules"
     scripted = lib / "qt-scripted-modules"
     cliModules.mkdir(parents=True)
     for name in ("CLADESuperResolutionCLI.py", "CLADESuperResolutionCLI.xml"):
@@ -153,8 +186,11 @@ def stageInstalledLayout(root: Path) -> tuple[Path, Path]:
     return cliModules, scripted
 
 
-def test_core_import_works_from_the_installed_layout(tmp_path, tiny_model_path):
-    cliModules, scripted = stageInstalledLayout(tmp_path / "Extension")
+@pytest.mark.parametrize("config", ["", "Release"])
+def test_core_import_works_from_the_installed_layout(tmp_path, tiny_model_path, config):
+    """Installed extension / single-config build tree, and a Windows (multi-config) build tree
+    where the core was not found before (only ../qt-scripted-modules was tried)."""
+    cliModules, scripted = stageInstalledLayout(tmp_path / "Extension", config)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CLADE_CORE_PATH")}
     probe = subprocess.run(
         [sys.executable, "-c",
@@ -168,6 +204,6 @@ def test_core_import_works_from_the_installed_layout(tmp_path, tiny_model_path):
     assert Path(imported).resolve().is_relative_to(scripted.resolve())
     inputImage = makeThickFile(tmp_path / "in.nrrd")
     result = runScript(cliModules / "CLADESuperResolutionCLI.py",
-                       ["--model", tiny_model_path, "--stride", "8", "--device", "cpu",
+                       ["--model", tiny_model_path, "--tiling", "slices", "--device", "cpu",
                         tmp_path / "in.nrrd", tmp_path / "out.nrrd"], env=env, cwd=tmp_path)
     checkRun(result, inputImage, tmp_path / "out.nrrd")

@@ -95,6 +95,7 @@ def test_catalog_entry_and_s4ext():
             key, _, value = line.partition(" ")
             s4ext[key] = value
     assert s4ext["depends"] == "PyTorch" and s4ext["category"] == entry["category"]
+    assert entry["scm_url"].rsplit("/", 1)[1].startswith("Slicer")
     assert s4ext["iconurl"].endswith("Resources/Icons/CLADE.png")
 
 
@@ -141,12 +142,29 @@ def test_ui_parses_and_every_widget_the_code_uses_exists():
     assert sorted(used - set(widgets)) == []
 
 
+def manualFields() -> dict:
+    tree = ast.parse(MODULE_FILE.read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "MANUAL_FIELDS":
+            return ast.literal_eval(node.value)
+    raise AssertionError("no MANUAL_FIELDS")
+
+
 def test_parameter_node_fields_are_bound_to_matching_widgets():
     _, widgets, bindings = uiWidgets()
     fields = parameterNodeFields()
+    manual = manualFields()
+    # Every field is bound: by connectGui (SlicerParameterName) or by the module (MANUAL_FIELDS).
     assert sorted(set(bindings.values()) - set(fields)) == []
-    assert sorted(set(fields) - set(bindings.values())) == []
-    compatible = {"vtkMRMLScalarVolumeNode": {"qMRMLNodeComboBox"}, "Path": {"ctkPathLineEdit"},
+    assert sorted(set(fields) - set(bindings.values()) - set(manual)) == []
+    assert not set(manual) & set(bindings.values())
+    for field, widgetName in manual.items():
+        assert field in fields and widgetName in widgets, field
+        if widgets[widgetName].get("class") == "ctkPathLineEdit":
+            # A Path field would show "." when empty (Path("") == Path(".")).
+            assert fields[field] == "str", field
+    assert "Path" not in set(fields.values())
+    compatible = {"vtkMRMLScalarVolumeNode": {"qMRMLNodeComboBox"},
                   "int": {"QSpinBox"}, "float": {"QDoubleSpinBox"}}
     for widgetName, field in bindings.items():
         annotation = fields[field]
@@ -168,7 +186,7 @@ def test_module_files_compile_and_import_no_torch_at_load():
                                                   "CLADESuperResolutionCLI.py"]:
         compile(path.read_text(), str(path), "exec")
     modules = sorted(p.stem for p in (MODULE_DIR / "CLADESuperResolutionLib").glob("*.py")
-                     if p.stem not in ("__init__", "SuperResolutionWorker"))
+                     if p.stem != "__init__")
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import importlib\n"
             f"for m in {modules!r}: importlib.import_module('CLADESuperResolutionLib.' + m)\n"
             "print(sorted(n for n in ('torch', 'CLADE', 'qt') if n in sys.modules))")
@@ -213,6 +231,7 @@ def test_scripted_module_finds_the_core_in_the_installed_layout(tmp_path, tiny_m
     coreDir, workerPath = result.stdout.split()
     assert Path(coreDir) == (scripted / "CLADE").resolve()
     assert Path(workerPath) == scripted.resolve()
+    # The job's worker command, run with the staged core (no source checkout on the path).
     import numpy as np
     import SimpleITK as sitk
 
@@ -220,20 +239,38 @@ def test_scripted_module_finds_the_core_in_the_installed_layout(tmp_path, tiny_m
     image = sitk.GetImageFromArray(rng.normal(100, 20, size=(8, 36, 40)).astype(np.float32))
     image.SetSpacing((1.0, 1.0, 4.0))
     sitk.WriteImage(image, str(tmp_path / "in.nrrd"))
-    worker = scripted / "CLADESuperResolutionLib" / "SuperResolutionWorker.py"
-    run = subprocess.run([sys.executable, str(worker), "--input", str(tmp_path / "in.nrrd"),
-                          "--output", str(tmp_path / "out.nrrd"), "--model", str(tiny_model_path),
-                          "--device", "cpu", "--stride", "16"],
+    run = subprocess.run([sys.executable, "-m", "CLADE", "super-resolve", str(tmp_path / "in.nrrd"),
+                          str(tmp_path / "out.nrrd"), "--model", str(tiny_model_path),
+                          "--device", "cpu", "--tiling", "slices", "--progress", "json"],
                          capture_output=True, text=True, encoding="utf-8", timeout=120,
-                         env={**env, "PYTHONPATH": str(scripted)})
+                         env={**env, "PYTHONPATH": str(scripted)}, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
-    events = [json.loads(line)["event"] for line in run.stdout.splitlines()]
-    assert events[0] == "started" and events[-1] == "finished"
+    events = [json.loads(line) for line in run.stdout.splitlines()]
+    assert events[-1]["event"] == "done"
     assert sitk.ReadImage(str(tmp_path / "out.nrrd")).GetSize() == (40, 36, 32)
 
 
+def test_dependencies_installed_in_slicer_are_the_cores_with_its_bounds():
+    """What Dependencies.py pip-installs inside Slicer is pyproject's list, same >= bounds,
+    less torch (PyTorch extension) and what Slicer ships (numpy, SimpleITK)."""
+    import tomllib
+
+    sys.path.insert(0, str(MODULE_DIR))
+    from CLADESuperResolutionLib import Dependencies
+
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    byName = {re.split(r"[<>=!~ ]", req, maxsplit=1)[0].lower(): req.replace(" ", "")
+              for req in declared}
+    assert byName.pop("torch") == "torch" + Dependencies.TORCH_REQUIREMENT
+    for shipped in Dependencies.NEVER_INSTALL:
+        byName.pop(shipped.lower())
+    assert {req.split(">=")[0].lower(): req for req in Dependencies.PIP_REQUIREMENTS.values()} == byName
+    assert all(">=" in req and "==" not in req for req in Dependencies.PIP_REQUIREMENTS.values())
+
+
 @pytest.mark.parametrize("path", ["CLADESuperResolution", "CLADESuperResolutionCLI",
-                                  "Testing/test_slicer_logic.py"])
+                                  "Testing/test_slicer_logic.py", "Testing/test_slicer_widget.py",
+                                  "Testing/test_slicer_urls.py"])
 def test_ruff_clean(path):
     ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
     if not Path(ruff).exists():

@@ -102,6 +102,19 @@ def test_module_loads_without_torch_and_enums_match_the_core(thinModule):
     assert {p.value for p in thinModule.Preset} == set(thinModule.PRESETS)
     assert all(isinstance(m.label(), str) for e in (thinModule.LRPlane, thinModule.Device,
                                                    thinModule.Preset) for m in e)
+    assert [t.value for t in thinModule.Tiling] == ["auto", "slices", "patches"]
+    from CLADE.inference import ENSEMBLES, TILINGS
+
+    assert [e.value for e in thinModule.Ensemble] == ["auto", *ENSEMBLES]
+    assert [t.value for t in thinModule.Tiling] == ["auto", *TILINGS]
+    from CLADE.device import PRECISIONS
+
+    assert [p.value for p in thinModule.Precision] == list(PRECISIONS)
+    from CLADESuperResolutionLib import SuperResolutionLogic
+
+    assert SuperResolutionLogic.TILINGS == tuple(t.value for t in thinModule.Tiling)
+    assert SuperResolutionLogic.ENSEMBLES == tuple(e.value for e in thinModule.Ensemble)
+    assert SuperResolutionLogic.PRECISIONS == tuple(p.value for p in thinModule.Precision)
     fields = thinModule.CLADESuperResolutionParameterNode.__annotations__
     assert issubclass(type(thinModule.CLADESuperResolutionParameterNode.plane), enum.Enum)
     assert "inputVolume" in fields and "trainingOutputFolder" in fields
@@ -114,7 +127,10 @@ def test_logic_process_returns_new_node_and_keeps_input(thinModule, tiny_model_p
     node = slicer.util.addVolumeFromArray(array, ijkToRAS=np.diag([-1.0, 1.0, 4.0, 1.0]),
                                           name="thick")
     logic = thinModule.CLADESuperResolutionLogic()
-    output = logic.process(node, model=str(tiny_model_path), stride=16, device="cpu")
+    stages = []
+    output = logic.process(node, model=str(tiny_model_path), tiling="patches", stride=16,
+                           device="cpu", progress=lambda info: stages.append(info.stage))
+    assert "infer" in stages
     assert output is not node and output.GetName() == "thick_CLADE"
     assert slicer.util.arrayFromVolume(output).shape == (32, 36, 40)
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), array)
@@ -129,6 +145,12 @@ def test_sample_registration_and_torch_installation_through_pytorchutils(thinMod
     registered = sys.modules["SampleData"].registered
     assert Path(registered["CLADEPelvisT2Thick"]["uris"][len("file://"):]).is_file()
     assert Path(registered["CLADEPelvisT2Thick"]["thumbnailFileName"]).is_file()
+    # Registered with the file's checksum (before: none), which Sample Data verifies.
+    import hashlib
+
+    sample = Path(registered["CLADEPelvisT2Thick"]["uris"][len("file://"):])
+    assert registered["CLADEPelvisT2Thick"]["checksums"] == (
+        "SHA256:" + hashlib.sha256(sample.read_bytes()).hexdigest())
 
     calls = []
     fake = types.ModuleType("PyTorchUtils")
@@ -154,6 +176,18 @@ def test_slicer_self_test_runs_on_the_shipped_model(thinModule):
     assert ModelCatalog.shippedModels(logic.manifestPath()), "no shipped model in the manifest"
     test = thinModule.CLADESuperResolutionTest()
     test.runTest()
+
+
+def test_slicer_self_test_passes_without_torch_on_the_build_machines(thinModule, monkeypatch):
+    """The extension build machines have no PyTorch: the self-test says it skipped, it does not
+    fail (before: it tried to run the network and failed)."""
+    monkeypatch.setattr(thinModule, "isInstalled", lambda name: name != "torch")
+    shown = []
+    test = thinModule.CLADESuperResolutionTest()
+    monkeypatch.setattr(test, "delayDisplay", lambda message, *args: shown.append(message))
+    test.runTest()
+    assert shown and shown[0].startswith("Skipped: PyTorch is not installed")
+    assert slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == 0
 
 
 def test_slicer_self_test_code_with_the_tiny_model(thinModule, tiny_model_path, monkeypatch):

@@ -57,61 +57,71 @@ def volumeCount(scene):
     return scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
 
 
-def test_worker_job_reports_progress_in_order_and_creates_output(scene, tiny_model_path,
-                                                                  tmp_path):
+def runJob(job, timeout=180):
+    events, stages = [], []
+    deadline = time.monotonic() + timeout
+    while not job.done and time.monotonic() < deadline:
+        events += job.poll()
+        if job.stage and (not stages or stages[-1] != job.stage):
+            stages.append(job.stage)
+        time.sleep(0.02)
+    return events, stages
+
+
+def test_job_command_is_clade_super_resolve_with_a_json_progress_stream(scene, tmp_path):
+    node = thickNode(scene)
+    options = SuperResolutionOptions(model="ct", tiling="patches", stride=8, ensemble="flips",
+                                     precision="float32", device="cpu", adaptSteps=30)
+    job = SuperResolutionJob(node, options, python="/opt/PythonSlicer", tempRoot=tmp_path)
+    assert job.command("in.nrrd", "out.nrrd") == [
+        "/opt/PythonSlicer", "-m", "CLADE", "super-resolve", "in.nrrd", "out.nrrd",
+        "--model", "ct", "--plane", "auto", "--device", "cpu", "--tiling", "patches",
+        "--ensemble", "flips", "--precision", "float32", "--stride", "8", "--adapt", "30",
+        "--progress", "json"]
+    # Whole slices have no stride: it is not passed.
+    slices = SuperResolutionOptions(tiling="slices", stride=8)
+    assert "--stride" not in slices.commandArguments()
+
+
+def test_worker_job_reports_stages_in_order_and_creates_output(scene, tiny_model_path,
+                                                               tmp_path):
     node = thickNode(scene)
     before = np.array(slicer.util.arrayFromVolume(node), copy=True)
     job = SuperResolutionJob(node, SuperResolutionOptions(model=str(tiny_model_path),
-                                                          device="cpu", stride=4),
+                                                          device="cpu", tiling="slices"),
                              python=sys.executable, tempRoot=tmp_path)
     job.start()
-    events = []
-    deadline = time.monotonic() + 120
-    while not job.done and time.monotonic() < deadline:
-        events += job.poll()
-        time.sleep(0.02)
+    events, stages = runJob(job)
     assert job.state == job.SUCCEEDED, job.errorMessage
-    kinds = [e["event"] for e in events if e["event"] != "log"]
-    assert kinds[0] == "started" and kinds[-2:] == ["finished", "exit"]
+    kinds = [e["event"] for e in events if e["event"] not in ("log", "progress")]
+    assert kinds[-2:] == ["done", "exit"]
+    order = ["resample", "adapt", "infer", "write"]
+    assert "infer" in stages and stages == sorted(stages, key=order.index)
     fractions = [e["fraction"] for e in events if e["event"] == "progress"]
-    assert len(fractions) >= 2 and fractions == sorted(fractions) and fractions[-1] == 1.0
-    assert all(e["eta"] is None or e["eta"] >= 0 for e in events if e["event"] == "progress")
+    assert len(fractions) >= 2 and fractions == sorted(fractions) and fractions[-1] <= 1.0
+    assert job.fraction == 1.0
+    assert all(e.get("eta_seconds") is None or e["eta_seconds"] >= 0
+               for e in events if e["event"] == "progress")
     output = job.outputNode
     assert output.GetName() == "thick_CLADE"
     assert slicer.util.arrayFromVolume(output).shape == (32, 36, 40)
     assert output.GetSpacing() == pytest.approx((1.0, 1.0, 1.0))
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), before)
-    assert job.stats["patches"] > 0 and "patches" in job.summary
+    assert job.summary and job.stats
     assert not job.tempDir.exists() and list(tmp_path.iterdir()) == []
 
 
-def test_adapting_job_reports_both_stages_in_order(scene, tiny_model_path, tmp_path):
+def test_adapting_job_shows_the_adapt_stage_before_inference(scene, tiny_model_path, tmp_path):
     node = thickNode(scene, shape=(12, 64, 64))
-    options = SuperResolutionOptions(model=str(tiny_model_path), device="cpu", stride=8,
+    options = SuperResolutionOptions(model=str(tiny_model_path), device="cpu", tiling="slices",
                                      adaptSteps=30)
-    assert options.workerArguments()[-2:] == ["--adapt", "30"]
     job = SuperResolutionJob(node, options, python=sys.executable, tempRoot=tmp_path)
     job.start()
-    events, stagesSeen = [], []
-    deadline = time.monotonic() + 180
-    while not job.done and time.monotonic() < deadline:
-        events += job.poll()
-        if job.state == job.RUNNING and (not stagesSeen or stagesSeen[-1] != job.stage):
-            stagesSeen.append(job.stage)
-        time.sleep(0.02)
+    events, stages = runJob(job)
     assert job.state == job.SUCCEEDED, job.errorMessage
-    progress = [e for e in events if e["event"] == "progress"]
-    stages = [e["stage"] for e in progress]
-    firstInference = stages.index("super-resolving")
-    assert stages[:firstInference] == ["adapting"] * firstInference and firstInference >= 1
-    assert set(stages[firstInference:]) == {"super-resolving"}
-    for stage in ("adapting", "super-resolving"):
-        fractions = [e["fraction"] for e in progress if e["stage"] == stage]
-        assert fractions == sorted(fractions) and fractions[-1] == 1.0
-    assert [e["done"] for e in progress if e["stage"] == "adapting"][-1] == 30
-    kinds = [e["event"] for e in events if e["event"] not in ("log", "progress")]
-    assert kinds == ["started", "adapted", "finished", "exit"]
-    assert job.adaptation.startswith("adapted to this volume: 30 steps")
+    assert "adapt" in stages and "infer" in stages
+    assert stages.index("adapt") < stages.index("infer")
+    assert job.stageLabel == "Writing" or job.stage in ("infer", "write")
     assert slicer.util.arrayFromVolume(job.outputNode).shape == (48, 64, 64)
 
 
@@ -119,7 +129,8 @@ def test_cancelled_job_leaves_no_node_no_process_no_files(scene, tiny_model_path
     node = thickNode(scene, shape=(12, 96, 96))
     count = volumeCount(scene)
     job = SuperResolutionJob(node, SuperResolutionOptions(model=str(tiny_model_path),
-                                                          device="cpu", stride=1),
+                                                          device="cpu", tiling="patches",
+                                                          stride=1),
                              python=sys.executable, tempRoot=tmp_path)
     job.start()
     pid = job.worker.pid
@@ -135,6 +146,36 @@ def test_cancelled_job_leaves_no_node_no_process_no_files(scene, tiny_model_path
     assert volumeCount(scene) == count and job.outputNode is None
     assert not pidAlive(pid)
     assert list(tmp_path.iterdir()) == []
+
+
+#: A stand-in for ``python -m CLADE`` that speaks the protocol slowly (cancel and scene close).
+SLOW_WORKER = textwrap.dedent("""
+    import json, sys, time
+    for done in range(1, 200):
+        print(json.dumps({"event": "progress", "stage": "infer", "done": done, "total": 200,
+                          "fraction": done / 200, "eta_seconds": 9.0, "message": ""}), flush=True)
+        print(json.dumps({"event": "log", "level": "warning", "message": "slow"}), flush=True)
+        time.sleep(0.1)
+""")
+
+
+def test_protocol_events_fill_stage_fraction_eta_and_log(scene, tmp_path):
+    worker = tmp_path / "slow.py"
+    worker.write_text(SLOW_WORKER)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    node = thickNode(scene)
+    job = SuperResolutionJob(node, SuperResolutionOptions(model="anything"),
+                             launcher=[sys.executable, str(worker)], tempRoot=temp)
+    job.start()
+    deadline = time.monotonic() + 30
+    while job.fraction < 0.01 and time.monotonic() < deadline:
+        job.poll()
+        time.sleep(0.05)
+    assert job.stage == "infer" and job.stageLabel == "Super-resolving"
+    assert job.etaSeconds == 9.0 and job.logLines[0] == "Warning: slow"
+    job.cancel()
+    assert job.state == job.CANCELLED and list(temp.iterdir()) == []
 
 
 def test_cancel_kills_the_whole_process_tree(tmp_path):
@@ -172,13 +213,13 @@ def test_crashing_worker_is_reported_with_its_last_lines(scene, tmp_path):
         print('{"event": "started", "model": "x", "device": "cpu"}', flush=True)
         print("Traceback (most recent call last):", file=sys.stderr)
         print("MemoryError: out of memory in the worker", file=sys.stderr)
-        open(sys.argv[sys.argv.index("--output") + 1], "w").write("half")
+        open(sys.argv[3], "w").write("half")  # super-resolve IN OUT ...
         sys.exit(3)
     """))
     node = thickNode(scene)
     count = volumeCount(scene)
     job = SuperResolutionJob(node, SuperResolutionOptions(model="anything"),
-                             python=sys.executable, workerScript=crash, tempRoot=temp)
+                             launcher=[sys.executable, str(crash)], tempRoot=temp)
     job.start()
     assert job.wait(timeout=30) == job.FAILED
     assert "exit code 3" in job.errorMessage
@@ -198,17 +239,34 @@ def test_worker_user_error_is_shown_as_its_sentence(scene, tmp_path):
     assert "Traceback" not in job.errorMessage
 
 
-def test_closing_the_scene_cancels_the_job(scene, tiny_model_path, tmp_path):
-    node = thickNode(scene, shape=(12, 96, 96))
-    job = SuperResolutionJob(node, SuperResolutionOptions(model=str(tiny_model_path),
-                                                          device="cpu", stride=1),
-                             python=sys.executable, tempRoot=tmp_path)
+def test_closing_the_scene_cancels_the_job(scene, tmp_path):
+    worker = tmp_path / "slow.py"
+    worker.write_text(SLOW_WORKER)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    node = thickNode(scene)
+    job = SuperResolutionJob(node, SuperResolutionOptions(model="anything"),
+                             launcher=[sys.executable, str(worker)], tempRoot=temp)
     job.start()
     pid = job.worker.pid
     scene.Clear(0)
     assert job.state == job.CANCELLED
     assert not pidAlive(pid)
-    assert list(tmp_path.iterdir()) == []
+    assert list(temp.iterdir()) == []
+
+
+def test_wait_sleeps_between_polls_and_processes_events(scene, tmp_path):
+    """The self-test's wait loop: a worker running ~1 s is polled tens of times, not
+    millions (before: ``while not job.done: job.poll()`` spun one core at 100 %)."""
+    script = tmp_path / "sleep.py"
+    script.write_text("import time; time.sleep(1.0)\n")
+    node = thickNode(scene)
+    job = SuperResolutionJob(node, SuperResolutionOptions(model="anything"),
+                             launcher=[sys.executable, str(script)], tempRoot=tmp_path)
+    job.start()
+    calls = []
+    assert job.wait(timeout=30, processEvents=lambda: calls.append(1)) == job.FAILED
+    assert 5 <= len(calls) <= 200
 
 
 def test_events_file_is_tailed_from_where_it_was(tmp_path):
@@ -257,3 +315,32 @@ def test_training_job_runs_clade_train_and_offers_the_new_models(scene, tmp_path
     assert nodes["lossTable"].GetTable().GetNumberOfRows() == len(job.curves.steps) > 0
     assert nodes["metricTable"].GetTable().GetNumberOfRows() == 1
     assert not any(p.name.startswith("CLADE-train-") for p in tmp_path.iterdir())
+
+
+def test_job_and_in_process_logic_give_the_pipelines_voxels_on_a_real_volume(
+        scene, shared_data, tiny_model_path, tmp_path):
+    """Both Slicer paths are front ends of CLADE.pipeline: on a real brain MRI (6.5 mm slices,
+    cropped in-plane to keep the test short) they give exactly what pipeline.run gives."""
+    import SimpleITK as sitk
+    from CLADESuperResolutionLib.SuperResolutionLogic import superResolveInProcess
+    from CLADESuperResolutionLib.VolumeConversion import updateVolumeNodeFromImage
+
+    from CLADE.pipeline import SuperResolutionRequest, run
+
+    image = sitk.ReadImage(str(shared_data / "mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain2.nrrd"))
+    image = image[80:176, 80:176, :]
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "brain")
+    updateVolumeNodeFromImage(node, image)
+    options = SuperResolutionOptions(model=str(tiny_model_path), device="cpu", tiling="slices",
+                                     precision="float32")
+    expected = sitk.GetArrayFromImage(run(image, SuperResolutionRequest(
+        model=str(tiny_model_path), device="cpu", tiling="slices", precision="float32")).image)
+
+    job = SuperResolutionJob(node, options, python=sys.executable, tempRoot=tmp_path)
+    job.start()
+    assert job.wait(timeout=300) == job.SUCCEEDED, job.errorMessage
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(job.outputNode), expected)
+    inProcess, result = superResolveInProcess(node, options)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(inProcess), expected)
+    assert result.stats["tiling"] == "slices" and expected.shape[1:] == (96, 96)
+    assert list(tmp_path.iterdir()) == []

@@ -1,24 +1,32 @@
 """Installing what CLADE needs inside Slicer, only when the user first asks for it.
 
 PyTorch comes from the PyTorch extension (``PyTorchUtils``), which picks the build that matches
-the GPU driver; other packages come from pip with ``>=`` bounds. numpy and SimpleITK are never
-(re)installed: Slicer ships them, and replacing them breaks Slicer itself.
+the GPU driver; the core's other packages come from pip with ``>=`` bounds (the same bounds as
+``pyproject.toml``; a test checks they agree). numpy and SimpleITK are never (re)installed:
+Slicer ships them, and replacing them breaks Slicer itself.
 
 All side effects go through callables passed to :class:`DependencyInstaller`, so this is tested
-without Slicer and the thin module passes the real Slicer functions.
+without Slicer and the thin module passes the real Slicer functions. Nothing here imports torch:
+its version is read from the installed package's metadata.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
 import importlib.util
+import re
 
 #: Minimum torch version the core needs (``pyproject.toml``).
-TORCH_REQUIREMENT = ">=2.1"
+TORCH_MINIMUM = "2.1"
+TORCH_REQUIREMENT = ">=" + TORCH_MINIMUM
 
 #: Import name -> pip requirement for the core's other dependencies. Never numpy / SimpleITK.
+#: matplotlib draws the training plot (``CLADE/training/plot.py``) and the evaluation figures.
 PIP_REQUIREMENTS = {
     "scipy": "scipy>=1.10",
     "tqdm": "tqdm>=4.60",
+    "matplotlib": "matplotlib>=3.6",
 }
 
 #: Packages Slicer ships and that must never be installed over.
@@ -33,13 +41,45 @@ def isInstalled(importName: str) -> bool:
         return False
 
 
+def installedVersion(distribution: str) -> str | None:
+    """Version of an installed distribution from its metadata (never imports it)."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def versionAtLeast(version: str, minimum: str) -> bool:
+    """Compare the leading numbers of two versions (``2.13.0+cpu`` >= ``2.1``).
+
+    Example:
+        >>> versionAtLeast("2.13.0+cpu", "2.1"), versionAtLeast("2.0.1", "2.1")
+        (True, False)
+    """
+    def numbers(text):
+        match = re.match(r"\d+(\.\d+)*", text.strip())
+        return tuple(int(part) for part in match.group(0).split(".")) if match else ()
+
+    have, need = numbers(version), numbers(minimum)
+    width = max(len(have), len(need))
+    return have + (0,) * (width - len(have)) >= need + (0,) * (width - len(need))
+
+
 TORCH_QUESTION = (
     "CLADE needs PyTorch, which is not installed yet. Install it now with the PyTorch "
     "extension? This downloads about 1 to 3 GB and can take several minutes."
 )
+TORCH_UPDATE_QUESTION = (
+    "CLADE needs PyTorch {minimum} or newer, and PyTorch {version} is installed. Update it now "
+    "with the PyTorch extension? This downloads about 1 to 3 GB; restart Slicer afterwards."
+)
 TORCH_DECLINED = (
-    "CLADE cannot run without PyTorch: click again to install it, or install it from the "
-    "PyTorch Utils module."
+    "CLADE cannot run without PyTorch " + TORCH_MINIMUM + " or newer: click again to install "
+    "it, or install it from the PyTorch Utils module."
+)
+PYTORCH_EXTENSION_MISSING = (
+    "CLADE needs the PyTorch extension to install PyTorch: install 'PyTorch' from the "
+    "Extensions Manager, restart Slicer and try again."
 )
 
 
@@ -50,13 +90,22 @@ class DependencyInstaller:
     :param installTorch: ``installTorch(requirement) -> module or None`` (PyTorchUtils)
     :param pipInstall: ``pipInstall("pkg>=x other>=y")`` (``slicer.util.pip_install``)
     :param isInstalled: ``isInstalled(importName) -> bool``
+    :param canInstallTorch: ``() -> bool``, whether the PyTorch extension is there
+    :param torchVersion: ``() -> str | None``, the installed torch version
+    :param busy: context manager shown while installing (Slicer: ``slicer.util.WaitCursor``);
+        never around a question, so the cursor is normal over every dialog.
     """
 
-    def __init__(self, confirm, installTorch, pipInstall, isInstalled=isInstalled):
+    def __init__(self, confirm, installTorch, pipInstall, isInstalled=isInstalled,
+                 canInstallTorch=lambda: True, torchVersion=lambda: installedVersion("torch"),
+                 busy=contextlib.nullcontext):
         self.confirm = confirm
         self.installTorch = installTorch
         self.pipInstall = pipInstall
         self.isInstalled = isInstalled
+        self.canInstallTorch = canInstallTorch
+        self.torchVersion = torchVersion
+        self.busy = busy
 
     def missingRequirements(self) -> list[str]:
         """pip requirements of packages that are not importable (torch excluded)."""
@@ -66,13 +115,29 @@ class DependencyInstaller:
     def torchInstalled(self) -> bool:
         return self.isInstalled("torch")
 
-    def ensure(self) -> tuple[bool, str]:
-        """Install what is missing; ``(False, why)`` when the user declined or it failed."""
+    def torchQuestion(self) -> str | None:
+        """The question to ask before installing torch; None when a good torch is there."""
         if not self.torchInstalled():
-            if not self.confirm(TORCH_QUESTION):
+            return TORCH_QUESTION
+        version = self.torchVersion()
+        if version and not versionAtLeast(version, TORCH_MINIMUM):
+            return TORCH_UPDATE_QUESTION.format(minimum=TORCH_MINIMUM, version=version)
+        return None
+
+    def ensure(self) -> tuple[bool, str]:
+        """Install what is missing; ``(False, why)`` when the user declined or it failed.
+
+        ``why`` is the only message to show: nothing else is displayed on the way.
+        """
+        question = self.torchQuestion()
+        if question is not None:
+            if not self.canInstallTorch():
+                return False, PYTORCH_EXTENSION_MISSING
+            if not self.confirm(question):
                 return False, TORCH_DECLINED
             try:
-                torch = self.installTorch(TORCH_REQUIREMENT)
+                with self.busy():
+                    torch = self.installTorch(TORCH_REQUIREMENT)
             except Exception as error:  # any installer failure is reported, not raised
                 return False, f"PyTorch could not be installed ({error}): see the Python console."
             if torch is None:
@@ -80,7 +145,8 @@ class DependencyInstaller:
         missing = self.missingRequirements()
         if missing:
             try:
-                self.pipInstall(" ".join(missing))
+                with self.busy():
+                    self.pipInstall(" ".join(missing))
             except Exception as error:
                 return False, (
                     f"Could not install {', '.join(missing)} ({error}): check the network and try "

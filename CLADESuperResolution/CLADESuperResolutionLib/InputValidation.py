@@ -59,20 +59,32 @@ def validateInputVolume(volumeNode, role: str = "input volume") -> tuple[bool, s
     return True, ""
 
 
-def validateWritableFolder(folder, role: str = "output folder", create: bool = True) -> tuple[bool, str]:
-    """Can files be written in ``folder``? Creates it when missing and ``create`` is True."""
+def validateWritableFolder(folder, role: str = "output folder", create: bool = False) -> tuple[bool, str]:
+    """Can files be written in ``folder``? Never touches the disk unless ``create`` is True.
+
+    A folder that does not exist yet is fine when its nearest existing parent is a writable
+    folder: it is made when the run starts (validation runs on every keystroke in a path field,
+    so it must not create anything). ``create=True`` makes it at once (the run's start).
+    """
     if not folder or not str(folder).strip():
         return False, f"Choose an {role}."
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         return False, f"The {role} {folder} is a file, not a folder: choose a folder."
     if not folder.exists():
-        if not create:
-            return False, f"The {role} {folder} does not exist: create it or choose another."
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            return False, f"The {role} {folder} cannot be created ({error.strerror}): choose another."
+        if create:
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                return False, f"The {role} {folder} cannot be created ({error.strerror}): choose another."
+        else:
+            parent = next((p for p in folder.absolute().parents if p.exists()), None)
+            if parent is None or not parent.is_dir():
+                return False, f"The {role} {folder} cannot be created: choose another."
+            if not os.access(parent, os.W_OK | os.X_OK):
+                return False, (f"The {role} {folder} cannot be created in {parent}: choose a "
+                               "folder you can write to.")
+            return True, ""
     if not os.access(folder, os.W_OK | os.X_OK):
         return False, f"The {role} {folder} cannot be written: choose a folder you can write to."
     return True, ""

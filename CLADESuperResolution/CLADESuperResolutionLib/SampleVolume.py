@@ -14,6 +14,9 @@ SAMPLE_NAME = "CLADEPelvisT2Thick"
 SAMPLE_FILE = "pelvis_t2_thick.nii.gz"
 SAMPLE_RELATIVE_PATH = Path("sample_data") / SAMPLE_FILE
 THUMBNAIL_FILE = "CLADEPelvisT2Thick.png"
+#: SHA-256 of the sample file: Sample Data checks the copy it makes against it (a test checks
+#: it against the file in the repository).
+SAMPLE_SHA256 = "fd5308db92019c9a6a2be8b4c8c2d98c4f62b76fe62ffbfdd43b88b9a8ff16b1"
 
 
 def samplePath(coreDir) -> Path:
@@ -35,4 +38,5 @@ def sampleDataSourceArguments(coreDir, iconsDir) -> dict | None:
         "nodeNames": SAMPLE_NAME,
         "thumbnailFileName": str(Path(iconsDir) / THUMBNAIL_FILE),
         "loadFileTypes": "VolumeFile",
+        "checksums": f"SHA256:{SAMPLE_SHA256}",
     }

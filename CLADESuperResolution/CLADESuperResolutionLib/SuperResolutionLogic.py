@@ -1,6 +1,8 @@
 """Super-resolving volume nodes: in-process (scripts, batch) or in a worker process (GUI).
 
-Both paths follow the same rules:
+Both paths hand the work to the core's one pipeline (``CLADE.pipeline``): in-process through
+``CLADE.pipeline.run``, in the worker through ``python -m CLADE super-resolve ... --progress json``
+(which calls the same function). Both follow the same rules:
 
 * the input node is only read (its voxels are copied out, its matrix is never touched);
 * the result lands in the output node given, or in a new node named after the input, created
@@ -21,16 +23,26 @@ from .InputValidation import validateInputVolume
 from .VolumeConversion import imageFromVolumeNode, updateVolumeNodeFromImage
 from .WorkerProcess import EXIT_EVENT, PollingJob, WorkerProcess
 
-#: The worker script run by the job's subprocess.
-WORKER_SCRIPT = Path(__file__).resolve().parent / "SuperResolutionWorker.py"
-
 #: Suffix of the default output node name.
 OUTPUT_SUFFIX = "_CLADE"
+
+#: Choices of the Advanced section (values are the core's names, ``auto`` = the model's default).
+TILINGS = ("auto", "slices", "patches")
+ENSEMBLES = ("auto", "none", "flips2", "flips")
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+#: Pipeline stages (``CLADE.pipeline.PipelineProgress.stage``) as shown on the progress bar.
+STAGE_LABELS = {
+    "resample": "Resampling",
+    "adapt": "Adapting to the volume",
+    "infer": "Super-resolving",
+    "write": "Writing",
+}
 
 
 @dataclass
 class SuperResolutionOptions:
-    """What the user chose; None means "the model's / core's default"."""
+    """What the user chose; None / ``auto`` mean "the model's / core's default"."""
 
     model: str = "mri"
     stride: int | None = None
@@ -40,11 +52,22 @@ class SuperResolutionOptions:
     thickAxis: int | None = None
     #: Steps of adaptation to the input volume before super-resolving it (0: none).
     adaptSteps: int = 0
+    tiling: str = "auto"
+    ensemble: str = "auto"
+    precision: str = "auto"
 
-    def workerArguments(self) -> list[str]:
-        """Command-line options of the worker script (and of ``clade super-resolve``)."""
-        arguments = ["--model", str(self.model), "--plane", self.plane, "--device", self.device]
-        if self.stride:
+    def commandArguments(self) -> list[str]:
+        """Options of ``clade super-resolve`` (after INPUT OUTPUT).
+
+        Example:
+            >>> SuperResolutionOptions(model="ct", tiling="patches", stride=8).commandArguments()
+            ['--model', 'ct', '--plane', 'auto', '--device', 'auto', '--tiling', 'patches', \
+'--ensemble', 'auto', '--precision', 'auto', '--stride', '8']
+        """
+        arguments = ["--model", str(self.model), "--plane", self.plane, "--device", self.device,
+                     "--tiling", self.tiling, "--ensemble", self.ensemble,
+                     "--precision", self.precision]
+        if self.usesStride():
             arguments += ["--stride", str(int(self.stride))]
         if self.batchSize:
             arguments += ["--batch-size", str(int(self.batchSize))]
@@ -53,6 +76,23 @@ class SuperResolutionOptions:
         if self.adaptSteps:
             arguments += ["--adapt", str(int(self.adaptSteps))]
         return arguments
+
+    def usesStride(self) -> bool:
+        """A stride is passed unless tiling is whole slices (which have none); with ``auto``
+        tiling the core takes a stride as a request for patches."""
+        return bool(self.stride) and self.tiling != "slices"
+
+    def request(self):
+        """The same choices as a ``CLADE.pipeline.SuperResolutionRequest`` (imports the core)."""
+        from CLADE.pipeline import SuperResolutionRequest
+
+        return SuperResolutionRequest(
+            model=self.model, tiling=self.tiling,
+            stride=int(self.stride) if self.usesStride() else None, ensemble=self.ensemble,
+            precision=self.precision, plane=self.plane, thick_axis=self.thickAxis,
+            device=self.device, batch_size=self.batchSize or None,
+            adapt_steps=int(self.adaptSteps or 0),
+        )
 
 
 def defaultOutputName(inputNode) -> str:
@@ -93,29 +133,18 @@ def checkInput(inputNode) -> None:
 
 def superResolveInProcess(inputNode, options: SuperResolutionOptions, outputNode=None,
                           progress=None, cancel=None):
-    """Run the core in this process; return ``(outputNode, stats)``. Blocks until done.
+    """Run ``CLADE.pipeline.run`` in this process; return ``(outputNode, result)``. Blocks.
 
-    ``progress(info)`` and ``cancel() -> bool`` are passed to ``CLADE.super_resolve`` (and
-    ``cancel`` to the adaptation, when ``options.adaptSteps`` asks for one).
+    ``progress(info)`` receives ``CLADE.pipeline.PipelineProgress`` values and ``cancel() ->
+    bool`` is polled by the pipeline (``CLADE.errors.Cancelled`` is raised, no node is made).
     """
     checkInput(inputNode)
     CoreLocator.ensureCoreImportable()
-    import CLADE
+    from CLADE.pipeline import run
 
-    image = imageFromVolumeNode(inputNode)
-    model = CLADE.resolve_model(options.model, "cpu")
-    if options.adaptSteps:
-        from CLADE.adaptation import adapt_to_volume
-
-        model = adapt_to_volume(image, model, steps=int(options.adaptSteps),
-                                thick_axis=options.thickAxis, device=options.device,
-                                cancel=cancel).model
-    result = CLADE.super_resolve(
-        image, model, stride=options.stride or None, plane=options.plane,
-        thick_axis=options.thickAxis, device=options.device, batch_size=options.batchSize,
-        progress=progress, cancel=cancel,
-    )
-    return storeResult(result.image, inputNode, outputNode), dict(result.stats)
+    result = run(imageFromVolumeNode(inputNode), options.request(), progress=progress,
+                 cancel=cancel)
+    return storeResult(result.image, inputNode, outputNode), result
 
 
 def pythonExecutable() -> str:
@@ -136,15 +165,19 @@ def pythonExecutable() -> str:
 
 
 class SuperResolutionJob(PollingJob):
-    """One super-resolution run in a worker process, polled from the main thread.
+    """One ``clade super-resolve`` run in a worker process, polled from the main thread.
 
-    Typical use (the widget calls :meth:`poll` from a ``QTimer``)::
+    The worker is ``PythonSlicer -m CLADE super-resolve IN OUT ... --progress json``, which
+    prints one JSON object per line on stdout (``progress``, ``log``, ``done``, ``error``; see
+    ``CLADE/cli/super_resolve.py``). Typical use (the widget calls :meth:`poll` from a QTimer)::
 
         job = SuperResolutionJob(inputNode, SuperResolutionOptions(model="mri"))
         job.start()
         while not job.done:
-            for event in job.poll(): ...   # progress events update the GUI
+            for event in job.poll(): ...   # job.stage, job.fraction, job.logLines follow
         job.outputNode  # set when job.state == "succeeded"; job.errorMessage otherwise
+
+    ``launcher`` replaces ``[python, "-m", "CLADE"]`` (tests run stand-in workers with it).
     """
 
     pollInterval = 0.05
@@ -153,7 +186,7 @@ class SuperResolutionJob(PollingJob):
 
     def __init__(self, inputNode, options: SuperResolutionOptions, outputNode=None,
                  outputName: str | None = None, python: str | None = None,
-                 workerScript: Path = WORKER_SCRIPT, tempRoot=None, observeScene: bool = True):
+                 launcher=None, tempRoot=None, observeScene: bool = True):
         checkInput(inputNode)
         if outputNode is not None and outputNode is inputNode:
             raise ValueError("The output volume must differ from the input volume, which is kept.")
@@ -162,19 +195,22 @@ class SuperResolutionJob(PollingJob):
         self.outputNode = outputNode
         self.outputName = outputName
         self.python = python or pythonExecutable()
-        self.workerScript = Path(workerScript)
+        self.launcher = list(launcher) if launcher else [self.python, "-m", "CLADE"]
         self.tempRoot = tempRoot
         self.observeScene = observeScene
         self.state = None
+        #: Overall fraction done (0-1, across every stage), seconds left (None: unknown).
         self.fraction = 0.0
         self.etaSeconds = None
-        #: What the worker is doing: "adapting" or "super-resolving" (fraction is per stage).
-        self.stage = "super-resolving"
-        self.adaptation = ""
+        #: Pipeline stage the worker is in ("resample", "adapt", "infer", "write"), "" at first.
+        self.stage = ""
+        #: Lines for the panel's log pane (the worker's log and error messages).
+        self.logLines = []
         self.stats = {}
         self.summary = ""
         self.errorMessage = ""
         self.tempDir = None
+        self.outputPath = None
         self.worker = None
         self._sceneObserver = None
         self._scene = None
@@ -183,18 +219,31 @@ class SuperResolutionJob(PollingJob):
     def done(self) -> bool:
         return self.state in (self.SUCCEEDED, self.FAILED, self.CANCELLED)
 
+    @property
+    def stageLabel(self) -> str:
+        """The stage in words, for the progress bar ("" before the first progress line)."""
+        return STAGE_LABELS.get(self.stage, self.stage.capitalize())
+
+    def command(self, inputPath, outputPath) -> list[str]:
+        return [*self.launcher, "super-resolve", str(inputPath), str(outputPath),
+                *self.options.commandArguments(), "--progress", "json"]
+
     def start(self) -> None:
-        """Export the input to a temporary file and start the worker."""
+        """Export the input to a temporary file and start the worker.
+
+        Raises (and leaves no temporary folder) when the worker cannot be started; the job's
+        state then stays None, never RUNNING.
+        """
         import SimpleITK as sitk
 
         self.tempDir = Path(tempfile.mkdtemp(prefix="CLADE-", dir=self.tempRoot))
         inputPath = self.tempDir / "input.nrrd"
         self.outputPath = self.tempDir / "output.nrrd"
         try:
-            sitk.WriteImage(imageFromVolumeNode(self.inputNode), str(inputPath))
-            command = [self.python, str(self.workerScript), "--input", str(inputPath),
-                       "--output", str(self.outputPath), *self.options.workerArguments()]
-            self.worker = WorkerProcess(command, env=CoreLocator.workerEnvironment())
+            # Uncompressed: written and read back at once, compression would only cost time.
+            sitk.WriteImage(imageFromVolumeNode(self.inputNode), str(inputPath), False)
+            self.worker = WorkerProcess(self.command(inputPath, self.outputPath),
+                                        env=CoreLocator.workerEnvironment())
             self.worker.start()
         except Exception:
             self._removeTempDir()
@@ -225,15 +274,20 @@ class SuperResolutionJob(PollingJob):
             kind = event.get("event")
             if kind == "progress":
                 self.fraction = float(event.get("fraction", self.fraction))
-                self.etaSeconds = event.get("eta")
-                self.stage = str(event.get("stage", "super-resolving"))
-            elif kind == "adapted":
-                self.adaptation = str(event.get("summary", ""))
-            elif kind == "finished":
+                self.etaSeconds = event.get("eta_seconds")
+                self.stage = str(event.get("stage", self.stage))
+            elif kind == "log" and "message" in event:
+                # Protocol log lines; plain stderr text (stream "stderr") is kept by the
+                # worker for failure reports instead of flooding the pane.
+                level = str(event.get("level", "info"))
+                prefix = "" if level == "info" else f"{level.capitalize()}: "
+                self.logLines.append(prefix + str(event["message"]))
+            elif kind == "done":
                 self.stats = dict(event.get("stats") or {})
-                self.summary = event.get("summary", "")
+                self.summary = str(event.get("summary", ""))
             elif kind == "error":
                 self.errorMessage = str(event.get("message", ""))
+                self.logLines.append("Error: " + self.errorMessage)
             elif kind == EXIT_EVENT and self.state == self.RUNNING:
                 self._finish(cancelled=event.get("cancelled", False),
                              returnCode=event.get("returnCode"))

@@ -15,7 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import CoreLocator
-from .InputValidation import validateTrainingInputs, volumeFilesInFolder
+from .InputValidation import (
+    validateTrainingInputs,
+    validateWritableFolder,
+    volumeFilesInFolder,
+)
 from .ModelCatalog import exportedModels
 from .SuperResolutionLogic import pythonExecutable
 from .VolumeConversion import imageFromVolumeNode
@@ -242,6 +246,11 @@ class TrainingJob(PollingJob):
     def start(self) -> None:
         import SimpleITK as sitk
 
+        # Validation never creates the output folder (it runs on every keystroke): made here.
+        ok, why = validateWritableFolder(self.outputFolder, "output folder for the trained model",
+                                         create=True)
+        if not ok:
+            raise ValueError(why)
         self.tempDir = Path(tempfile.mkdtemp(prefix="CLADE-train-", dir=self.tempRoot))
         try:
             inputPaths = []

@@ -26,6 +26,43 @@ import time
 #: Event emitted once, last, when the process has ended and every line has been read.
 EXIT_EVENT = "exit"
 
+#: Windows process-creation flags (numbers, so the options can be built and tested anywhere).
+CREATE_NEW_PROCESS_GROUP = 0x00000200
+CREATE_NO_WINDOW = 0x08000000
+STARTF_USESHOWWINDOW = 0x00000001
+SW_HIDE = 0
+
+
+def popenOptions(platform: str | None = None) -> dict:
+    """``subprocess.Popen`` keyword arguments for a worker on ``platform`` (default: this one).
+
+    POSIX: its own session, so cancel can kill the whole process group. Windows: its own process
+    group, and no console window: ``PythonSlicer.exe`` is a console program and would open one
+    (Slicer's ``launchConsoleProcess`` hides it the same way, with a hidden-window start-up).
+
+    Example:
+        >>> popenOptions("linux")
+        {'start_new_session': True}
+        >>> hex(popenOptions("win32")["creationflags"])
+        '0x8000200'
+    """
+    platform = sys.platform if platform is None else platform
+    if platform != "win32":
+        return {"start_new_session": True}
+    options = {"creationflags": CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW}
+    if hasattr(subprocess, "STARTUPINFO"):  # only exists on Windows
+        info = subprocess.STARTUPINFO()
+        info.dwFlags |= STARTF_USESHOWWINDOW
+        info.wShowWindow = SW_HIDE
+        options["startupinfo"] = info
+    return options
+
+
+def taskkillOptions(platform: str | None = None) -> dict:
+    """Keyword arguments for running ``taskkill`` without flashing a console window."""
+    platform = sys.platform if platform is None else platform
+    return {"creationflags": CREATE_NO_WINDOW} if platform == "win32" else {}
+
 
 def parseEventLine(line: str, stream: str = "stdout") -> dict:
     """Turn one output line into an event dict.
@@ -88,12 +125,7 @@ class WorkerProcess:
             self._eventsFileStart = os.path.getsize(self.eventsFile) if self.eventsFile else 0
         except OSError:
             self._eventsFileStart = 0
-        kwargs = {}
-        if sys.platform == "win32":
-            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
-        else:
-            # Own session = own process group, so cancel() can kill the whole tree at once.
-            kwargs["start_new_session"] = True
+        kwargs = popenOptions()
         self._process = subprocess.Popen(
             self.command,
             stdin=subprocess.DEVNULL,
@@ -165,7 +197,7 @@ class WorkerProcess:
     def _killTree(self, sig) -> None:
         if sys.platform == "win32":
             subprocess.run(["taskkill", "/F", "/T", "/PID", str(self._process.pid)],
-                           capture_output=True, check=False)
+                           capture_output=True, check=False, **taskkillOptions())
             return
         try:
             os.killpg(self._process.pid, sig)
@@ -244,14 +276,19 @@ class PollingJob:
 
     pollInterval = 0.1
 
-    def wait(self, timeout: float | None = None, pollInterval: float | None = None) -> str:
-        """Block until done (cancelling after ``timeout`` seconds); return the final state."""
-        import time
+    def wait(self, timeout: float | None = None, pollInterval: float | None = None,
+             processEvents=None) -> str:
+        """Block until done (cancelling after ``timeout`` seconds); return the final state.
 
+        Sleeps between polls, never spins; ``processEvents`` (inside Slicer:
+        ``slicer.app.processEvents``) is called between polls so the GUI keeps drawing.
+        """
         interval = self.pollInterval if pollInterval is None else pollInterval
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.done:
             self.poll()
+            if processEvents is not None:
+                processEvents()
             if deadline is not None and time.monotonic() > deadline:
                 self.cancel()
                 break
