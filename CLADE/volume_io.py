@@ -68,11 +68,13 @@ def read_volume(path: str | os.PathLike) -> sitk.Image:
         image = _read_dicom_folder(path)
     else:
         _check_header(path)
+        held = HeldBack()
         try:
-            with native_stderr_held_back():
+            with native_stderr_held_back() as held:
                 image = sitk.ReadImage(str(path))
         except RuntimeError as error:
-            if _TRUNCATED.search(str(error)):
+            # NRRD says so in its exception, MetaImage only on stderr.
+            if _TRUNCATED.search(str(error) + held.text):
                 raise CladeError(_truncated_message(path)) from None
             raise CladeError(
                 f"{path} is not an image SimpleITK can read: give a NRRD, NIfTI, MetaImage file "
@@ -108,34 +110,45 @@ def _check_header(path: Path) -> None:
             )
 
 
+class HeldBack:
+    """What native code wrote to stderr inside :func:`native_stderr_held_back` (after it)."""
+
+    text = ""
+
+
 @contextlib.contextmanager
 def native_stderr_held_back():
     """Hold back what native code writes to file descriptor 2; replay it on success.
 
+    The held text is available afterwards (``.text``) to explain a failure.
+
     Example:
-        >>> with native_stderr_held_back():
+        >>> with native_stderr_held_back() as held:
         ...     _ = os.write(2, b"")
+        >>> held.text
+        ''
     """
+    held = HeldBack()
     try:
         sys.stderr.flush()
         saved = os.dup(2)
     except (OSError, ValueError, AttributeError):  # no real stderr (embedded): nothing to hold
-        yield
+        yield held
         return
     with tempfile.TemporaryFile() as sink:
         os.dup2(sink.fileno(), 2)
         succeeded = False
         try:
-            yield
+            yield held
             succeeded = True
         finally:
             os.dup2(saved, 2)
             os.close(saved)
-            if succeeded:
-                sink.seek(0)
-                held = sink.read()
-                if held:
-                    os.write(2, held)
+            sink.seek(0)
+            raw = sink.read()
+            held.text = raw.decode("utf-8", "replace")
+            if succeeded and raw:
+                os.write(2, raw)
 
 
 def _read_dicom_folder(folder: Path) -> sitk.Image:
