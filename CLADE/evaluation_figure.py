@@ -15,6 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy.ndimage import gaussian_filter
 
+from .atomic_files import write_atomically
 from .errors import CladeError
 from .evaluation import Comparison, EvaluationReport
 from .geometry import lr_slice_stack
@@ -85,13 +86,10 @@ def save_evaluation_figure(
     figure.subplots_adjust(
         left=0.01, right=0.99, top=0.93, bottom=0.2 / n_rows + 0.02, wspace=0.05, hspace=0.35
     )
-    temporary = path.with_name(f".{path.name}.partial.png")
     try:
-        figure.savefig(temporary, dpi=DPI, format="png")
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
+        write_atomically(path, lambda name: figure.savefig(name, dpi=DPI, format="png"), ".png")
+    except OSError as error:
+        raise CladeError(f"Could not write {path}: {error.strerror or error}.") from None
     return path
 
 
