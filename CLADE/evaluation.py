@@ -73,6 +73,8 @@ class Comparison:
     planes: list[str]
     reference_index: int | None = None
     notes: list[str] = field(default_factory=list)
+    #: The thick-slice input as read (the figure shows it with nearest-neighbour interpolation).
+    input_image: sitk.Image | None = None
 
 
 @dataclass
@@ -227,6 +229,7 @@ def prepare_comparison(
         planes=planes,
         reference_index=len(names) - 1 if reference is not None else None,
         notes=notes,
+        input_image=input_image,
     )
 
 
