@@ -235,6 +235,8 @@ def _process_alive(pid: int) -> bool:
     # writer's temporary whose id is free here; such a writer would fail its rename, not corrupt.
     if pid == os.getpid():
         return True
+    if os.name == "nt":
+        return _windows_process_alive(pid)
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, OverflowError):  # gone, or an id no process can have
@@ -244,10 +246,22 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def _windows_process_alive(pid: int) -> bool:
+    # os.kill(pid, 0) would send CTRL_C_EVENT on Windows; ask the kernel for a handle instead.
+    import ctypes
+
+    kernel32 = ctypes.windll.kernel32
+    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+    if handle:
+        kernel32.CloseHandle(handle)
+        return True
+    return kernel32.GetLastError() != 87  # ERROR_INVALID_PARAMETER: no such process
+
+
 def _sync(name: Path) -> None:
     # Data can sit in the page cache after write() returned; a full device (or a network file
     # system) may report the failure only here, and a rename before it would publish a hole.
-    handle = os.open(name, os.O_RDONLY)
+    handle = os.open(name, os.O_RDWR)  # Windows' fsync needs a handle open for writing
     try:
         os.fsync(handle)
     finally:
@@ -262,7 +276,7 @@ def _device_full(path: Path, error: BaseException) -> bool:
     # Other writers (ITK, torch) lose the errno; the free space at the moment of the failure,
     # with the partial temporary still holding its blocks, tells a full device apart.
     try:
-        stats = os.statvfs(path.resolve().parent)
+        free = shutil.disk_usage(path.resolve().parent).free
     except OSError:
         return False
-    return stats.f_bavail * stats.f_frsize < FULL_DEVICE_BYTES
+    return free < FULL_DEVICE_BYTES

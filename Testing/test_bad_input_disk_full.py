@@ -187,3 +187,76 @@ def test_detached_header_pairs_name_their_final_data_file(tmp_path):
         assert f"{key}pair.{COMPANION[ext]}" in header
         assert sitk.ReadImage(str(out)).GetSize() == (16, 16, 8)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+_SAVE_MODEL = """
+import sys
+from CLADE.errors import CladeError
+from CLADE.model_file import build_generator, make_metadata, save_model
+metadata = make_metadata("big", "MR", base_filters=int(sys.argv[2]), n_blocks=2, trained=False)
+try:
+    save_model(sys.argv[1], build_generator(metadata), metadata)
+except CladeError as error:
+    print(error, file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+@needs_namespaces
+def test_model_file_on_a_full_disk_keeps_the_earlier_model(tmp_path):
+    script = tmp_path / "save.py"
+    script.write_text(_SAVE_MODEL)
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    made = subprocess.run([sys.executable, str(script), str(earlier / "model.pt"), "4"],
+                          capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    before = _digest(earlier)
+    full = tmp_path / "full"
+    full.mkdir()
+    shell = (
+        'mount -t tmpfs -o size=256k tmpfs "$1" && cp -p "$2"/* "$1"/ && '
+        '"$3" "$4" "$1/model.pt" 64; echo "rc=$?"; cd "$1" && sha256sum $(ls -A)'
+    )
+    result = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", shell, "sh", str(full), str(earlier), sys.executable,
+         str(script)],
+        capture_output=True, text=True, encoding="utf-8", timeout=300,
+    )
+    assert "rc=2" in result.stdout, (result.stdout, result.stderr)
+    assert result.stderr.strip().startswith(
+        f"There is no space left on the device holding {full}:"
+    ), result.stderr
+    assert "inline_container" not in result.stderr
+    listed = dict(reversed(line.split()) for line in result.stdout.splitlines() if "  " in line)
+    assert listed == before
+
+
+_CHECKPOINT_THEN_DIE = """
+import os, signal, sys
+import torch
+from CLADE.training.checkpoint import save_checkpoint
+if sys.argv[2] == "die":
+    real_save = torch.save
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGKILL)
+    torch.save = save_then_die
+save_checkpoint(sys.argv[1], {"w": torch.ones(3)})
+"""
+
+
+def test_checkpoint_temporaries_of_a_killed_run_are_removed_by_the_next_checkpoint(tmp_path):
+    script = tmp_path / "checkpoint.py"
+    script.write_text(_CHECKPOINT_THEN_DIE)
+    run = tmp_path / "run"
+    run.mkdir()
+    target = run / "checkpoint.pt"
+    killed = subprocess.run([sys.executable, str(script), str(target), "die"],
+                            capture_output=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+    assert [p.name.startswith(".checkpoint.pt.") for p in run.iterdir()] == [True]
+    again = subprocess.run([sys.executable, str(script), str(target), "live"],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert [p.name for p in run.iterdir()] == ["checkpoint.pt"]
