@@ -34,7 +34,7 @@ _NIFTI_BYTES = {
 class HeaderFacts:
     """The header fields CLADE checks: spacing per index axis and data bytes expected/present."""
 
-    spacing: tuple[float, ...] | None = None
+    spacing: tuple[float | None, ...] | None = None
     spacing_field: str = "spacing"
     expected_bytes: int | None = None
     present_bytes: int | None = None
@@ -107,8 +107,13 @@ def _nifti_facts(path: Path) -> HeaderFacts:
         if not 1 <= ndim <= 7:
             return HeaderFacts()
         spatial = min(ndim, 3)
+        # A length-1 axis (a single slice) has no spacing that matters: not checked (None).
         facts = HeaderFacts(
-            spacing=tuple(float(v) for v in pixdim[1 : 1 + spatial]), spacing_field="pixdim"
+            spacing=tuple(
+                float(v) if int(n) > 1 else None
+                for v, n in zip(pixdim[1 : 1 + spatial], dims[1 : 1 + spatial])
+            ),
+            spacing_field="pixdim",
         )
         if not single_file or datatype not in _NIFTI_BYTES:
             return facts  # a .hdr/.img pair or a type ITK refuses: nothing more to measure

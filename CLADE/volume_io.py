@@ -102,7 +102,7 @@ def _check_header(path: Path) -> None:
     if facts.truncated:
         raise CladeError(_truncated_message(path, facts.expected_bytes, facts.present_bytes))
     for axis, value in enumerate(facts.spacing or ()):
-        if not (value > 0 and np.isfinite(value)):
+        if value is not None and not (value > 0 and np.isfinite(value)):
             raise CladeError(
                 f"{path} has a spacing of {value:g} mm along axis {axis} in its header "
                 f"({facts.spacing_field}): a spacing must be positive, so fix the header "
