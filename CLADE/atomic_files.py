@@ -152,9 +152,8 @@ def write_atomically(
                 _sync(name)
             if verify is not None:
                 verify(str(temporary))
-        except BaseException as error:
-            full = _device_full(path, error)
-            if full:
+        except Exception as error:  # noqa: BLE001 - re-raised unless the device is full
+            if _device_full(path, error):
                 raise CladeError(no_space_message(path)) from None
             raise
         if folder is None:
@@ -210,10 +209,13 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
         match = pattern.match(entry.name)
         if not match or _process_alive(int(match.group(1))):
             continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            discard(entry)
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                discard(entry)
+        except OSError:  # not ours to remove (another user's folder): leave it
+            continue
         removed.append(entry)
     return removed
 
@@ -271,8 +273,6 @@ def _sync(name: Path) -> None:
 def _device_full(path: Path, error: BaseException) -> bool:
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
-    if isinstance(error, KeyboardInterrupt):
-        return False
     # Other writers (ITK, torch) lose the errno; the free space at the moment of the failure,
     # with the partial temporary still holding its blocks, tells a full device apart.
     try:
