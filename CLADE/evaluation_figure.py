@@ -42,7 +42,9 @@ TITLE_INCHES, METRICS_INCHES, PROFILE_INCHES, PLANE_GAP_INCHES = 0.55, 0.75, 2.6
 ZOOM_FRACTION, ZOOM_ASPECT = 0.4, 1.5
 INPUT_NAME = "input"
 _COLOURS = {"input": "0.55", "spline": "tab:blue", "reference": "black"}
-_OTHER_COLOURS = ("tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:pink")
+#: CLADE's own rows in red, whatever their position; other methods from this cycle.
+_CLADE_COLOUR = "tab:red"
+_OTHER_COLOURS = ("tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive")
 
 
 def figure_pixel_size(n_columns: int, slice_shapes: list[tuple[int, int]]) -> tuple[int, int]:
@@ -259,7 +261,12 @@ def _draw_profiles(axes, names, slices, box, line_column, step, comparison) -> N
     others = iter(_OTHER_COLOURS)
     for name, image2d in zip(names, slices):
         values = image2d[start:stop, line_column]
-        colour = _COLOURS.get(name) or next(others, "tab:gray")
+        if name in _COLOURS:
+            colour = _COLOURS[name]
+        elif name.upper().startswith("CLADE"):
+            colour = _CLADE_COLOUR
+        else:
+            colour = next(others, "tab:gray")
         if name == INPUT_NAME:
             axes.step(positions, values, where="mid", color=colour, lw=2.2, label=_label(name))
         else:
