@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from .atomic_files import write_atomically
 from .errors import CladeError
 from .geometry import (
     PLANE_NAMES,
@@ -72,6 +73,8 @@ class Comparison:
     planes: list[str]
     reference_index: int | None = None
     notes: list[str] = field(default_factory=list)
+    #: The thick-slice input as read (the figure shows it with nearest-neighbour interpolation).
+    input_image: sitk.Image | None = None
 
 
 @dataclass
@@ -129,18 +132,24 @@ class EvaluationReport:
     def write(self, path: str | os.PathLike) -> Path:
         """Write the report as JSON or CSV, chosen by the file ending."""
         path = check_report_path(path)
-        temporary = path.with_name(f".{path.name}.partial")
-        if path.suffix.lower() == ".json":
-            temporary.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
-        else:
-            with open(temporary, "w", newline="") as handle:
+
+        def write(name: str) -> None:
+            if path.suffix.lower() == ".json":
+                text = json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+                Path(name).write_text(text, encoding="utf-8")
+                return
+            with open(name, "w", newline="", encoding="utf-8") as handle:
                 writer = csv.DictWriter(
                     handle, fieldnames=self.columns + ["path"], extrasaction="ignore"
                 )
                 writer.writeheader()
                 for row in self.rows:
                     writer.writerow({k: _json_number(v) for k, v in row.items()})
-        os.replace(temporary, path)
+
+        try:
+            write_atomically(path, write)
+        except OSError as error:
+            raise CladeError(f"Could not write {path}: {error.strerror or error}.") from None
         return path
 
 
@@ -220,6 +229,7 @@ def prepare_comparison(
         planes=planes,
         reference_index=len(names) - 1 if reference is not None else None,
         notes=notes,
+        input_image=input_image,
     )
 
 
@@ -342,6 +352,14 @@ def _onto_grid(image, target, name, resample, notes):
         notes.append(f"{name} was cropped to the common grid (no interpolation).")
         return sitk.RegionOfInterest(image, list(target.GetSize()), crop)
     if resample:
+        overlap = _overlap_fraction(image, target)
+        if overlap == 0.0:
+            raise CladeError(
+                f"The {name} volume ({_grid_text(image)}) and the comparison grid "
+                f"({_grid_text(target)}) do not overlap in space, so there is nothing to compare: "
+                "check that the volumes show the same scan and that their headers keep its "
+                "geometry (origin, direction)."
+            )
         notes.append(f"{name} was resampled (cubic B-spline) onto the common grid.")
         return sitk.Resample(
             sitk.Cast(image, sitk.sitkFloat32),
@@ -356,6 +374,32 @@ def _onto_grid(image, target, name, resample, notes):
         f"({_grid_text(target)}), so full-reference and PIQE numbers would not be comparable: "
         "pass --resample-to-reference to resample it (cubic B-spline) onto one grid."
     )
+
+
+def _overlap_fraction(image: sitk.Image, target: sitk.Image) -> float:
+    """Fraction of ``target``'s voxel centres that fall inside ``image`` (on a coarse lattice).
+
+    Resampling a volume that does not overlap the target fills it with zeros, which would then
+    be measured (and blamed on PIQE) instead of being called a geometry problem.
+
+    Example:
+        >>> a = sitk.Image([8, 8, 8], sitk.sitkFloat32)
+        >>> b = sitk.Image(a); b.SetOrigin((4.0, 0.0, 0.0))
+        >>> _overlap_fraction(a, b)
+        0.5
+    """
+    size = np.array(target.GetSize())
+    steps = [np.unique(np.linspace(0, n - 1, min(n, 16)).round()) for n in size]
+    grid = np.stack(np.meshgrid(*steps, indexing="ij"), -1).reshape(-1, 3)
+    origin = np.array(target.GetOrigin())
+    to_physical = np.array(target.GetDirection()).reshape(3, 3) * np.array(target.GetSpacing())
+    points = origin + grid @ to_physical.T
+    to_index = np.linalg.inv(
+        np.array(image.GetDirection()).reshape(3, 3) * np.array(image.GetSpacing())
+    )
+    index = (points - np.array(image.GetOrigin())) @ to_index.T
+    inside = np.all((index >= -0.5) & (index <= np.array(image.GetSize()) - 0.5), axis=1)
+    return float(inside.mean())
 
 
 def _same_grid(a: sitk.Image, b: sitk.Image) -> bool:

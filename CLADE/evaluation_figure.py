@@ -1,9 +1,20 @@
-"""The evaluation figure: the same LR-plane slice of every volume side by side.
+"""The comparison figure of ``clade demo``, ``clade evaluate --figure`` and the model cards.
 
-One row per LR orientation, one column per volume (spline baseline, each SR, reference), the
-thick axis vertical, one grey window for all panels (from the reference, else the baseline), a
-zoomed inset around the strongest edge of the slice and the metrics under each panel. Drawn with
-matplotlib's Agg canvas (no display needed). The PNG is exactly ``figure_pixel_size(...)`` pixels.
+For each LR plane (one block of rows per plane) and each volume (one column: the thick-slice
+input, the spline baseline, each super-resolved volume, the reference when there is one):
+
+1. the central LR-plane slice at its true aspect ratio, thick axis vertical, the input shown
+   with nearest-neighbour interpolation so its thick slices show as the blocks they are; a
+   yellow box marks the zoomed region and a cyan line the profile;
+2. under it, the zoomed region (the same for every column, around the strongest edge along the
+   thick axis), as its own panel beside the others rather than an inset over the anatomy, with
+   the metrics of that volume under it;
+3. a full-width plot of the intensity along the cyan line, across that edge, one curve per
+   volume, with the thick slices' centres marked.
+
+One grey window for all panels (from the reference, else the spline). Drawn with matplotlib's
+Agg canvas (no display needed) at :data:`DPI`, at least :data:`MIN_WIDTH_PIXELS` wide; the PNG is
+exactly :func:`figure_pixel_size` pixels.
 """
 
 from __future__ import annotations
@@ -13,27 +24,51 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import gaussian_filter, uniform_filter
 
+from .atomic_files import write_atomically
 from .errors import CladeError
 from .evaluation import Comparison, EvaluationReport
 from .geometry import lr_slice_stack
 
-PANEL_INCHES = (3.2, 3.8)
 DPI = 100
+#: Wide enough to read on a slide or a laptop screen without zooming.
+MIN_WIDTH_PIXELS = 1800
+#: Width of one column in inches (below that, more columns widen the figure).
+COLUMN_INCHES = 3.6
+#: Heights in inches of the text rows: titles, metrics under the zooms, the profile plot.
+TITLE_INCHES, METRICS_INCHES, PROFILE_INCHES, PLANE_GAP_INCHES = 0.55, 0.75, 2.6, 0.45
+#: Fraction of the slice height the zoomed region covers, and its width : height ratio.
+ZOOM_FRACTION, ZOOM_ASPECT = 0.4, 1.5
+INPUT_NAME = "input"
+_COLOURS = {"input": "0.55", "spline": "tab:blue", "reference": "black"}
+#: CLADE's own rows in red, whatever their position; other methods from this cycle.
+_CLADE_COLOUR = "tab:red"
+_OTHER_COLOURS = ("tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive")
 
 
-def figure_pixel_size(n_columns: int, n_rows: int) -> tuple[int, int]:
-    """(width, height) in pixels of a figure with that many panels.
+def figure_pixel_size(n_columns: int, slice_shapes: list[tuple[int, int]]) -> tuple[int, int]:
+    """(width, height) in pixels of the figure for ``n_columns`` volumes (the input included)
+    and one LR plane per entry of ``slice_shapes`` (rows, columns of its slice, isotropic grid).
 
     Example:
-        >>> figure_pixel_size(3, 1)
-        (960, 380)
+        >>> figure_pixel_size(3, [(84, 160)])
+        (1800, 1062)
     """
-    return (
-        int(round(n_columns * PANEL_INCHES[0] * DPI)),
-        int(round(n_rows * PANEL_INCHES[1] * DPI)),
-    )
+    width, heights = _layout(n_columns, slice_shapes)
+    return int(round(width * DPI)), int(round(sum(heights) * DPI))
+
+
+def _layout(n_columns: int, slice_shapes) -> tuple[float, list[float]]:
+    width = max(MIN_WIDTH_PIXELS / DPI, n_columns * COLUMN_INCHES)
+    column = width / n_columns
+    heights: list[float] = []
+    for index, (rows, columns) in enumerate(slice_shapes):
+        gap = [PLANE_GAP_INCHES] if index else []
+        slice_height = column * 0.94 * rows / columns
+        zoom_height = column * 0.94 / ZOOM_ASPECT
+        heights += gap + [TITLE_INCHES, slice_height, zoom_height, METRICS_INCHES, PROFILE_INCHES]
+    return width, heights
 
 
 def save_evaluation_figure(
@@ -44,54 +79,63 @@ def save_evaluation_figure(
     from matplotlib.figure import Figure
 
     path = check_figure_path(path)
-    n_columns, n_rows = len(comparison.images), len(comparison.slice_axes)
-    figure = Figure(figsize=(n_columns * PANEL_INCHES[0], n_rows * PANEL_INCHES[1]), dpi=DPI)
+    names, arrays, rows = _columns(comparison, report)
+    slices_per_plane = [
+        [_central_slice(a, slice_axis, comparison.thick_axis) for a in arrays]
+        for slice_axis in comparison.slice_axes
+    ]
+    width, heights = _layout(len(names), [s[0].shape for s in slices_per_plane])
+    figure = Figure(figsize=(width, sum(heights)), dpi=DPI)
     FigureCanvasAgg(figure)
-    window_index = comparison.reference_index if comparison.reference_index is not None else 0
-    arrays = [sitk.GetArrayViewFromImage(image) for image in comparison.images]
-    spacing = comparison.images[0].GetSpacing()
-    for row, (plane, slice_axis) in enumerate(zip(comparison.planes, comparison.slice_axes)):
-        slices = [_central_slice(a, slice_axis, comparison.thick_axis) for a in arrays]
-        low, high = np.percentile(slices[window_index], (0.5, 99.5))
-        high = high if high > low else low + 1.0
-        zoom = _zoom_box(slices[window_index])
-        other = 3 - slice_axis - comparison.thick_axis
-        aspect = spacing[comparison.thick_axis] / spacing[other]
-        for column, (name, image2d) in enumerate(zip(comparison.names, slices)):
-            axes = figure.add_subplot(n_rows, n_columns, row * n_columns + column + 1)
-            shown = dict(
-                cmap="gray",
-                vmin=low,
-                vmax=high,
-                origin="lower",
-                aspect=aspect,
-                interpolation="nearest",
-            )
-            axes.imshow(image2d, **shown)
-            axes.set_title(f"{name} ({plane})", fontsize=9)
-            axes.set_xticks([])
-            axes.set_yticks([])
-            axes.set_xlabel(_metrics_text(report.rows[column], plane), fontsize=7)
-            inset = axes.inset_axes(_inset_place(zoom, image2d.shape))
-            inset.imshow(image2d, **shown)
-            (r0, r1), (c0, c1) = zoom
-            inset.set_xlim(c0 - 0.5, c1 - 0.5)
-            inset.set_ylim(r0 - 0.5, r1 - 0.5)
-            inset.set_xticks([])
-            inset.set_yticks([])
-            for spine in inset.spines.values():
-                spine.set_edgecolor("yellow")
-            axes.indicate_inset_zoom(inset, edgecolor="yellow")
-    figure.subplots_adjust(
-        left=0.01, right=0.99, top=0.93, bottom=0.2 / n_rows + 0.02, wspace=0.05, hspace=0.35
+    grid = figure.add_gridspec(
+        len(heights), len(names), height_ratios=heights, left=0.01, right=0.99, top=1.0,
+        bottom=0.0, wspace=0.06, hspace=0.0,
     )
-    temporary = path.with_name(f".{path.name}.partial.png")
+    spacing = comparison.images[0].GetSpacing()
+    step = spacing[comparison.thick_axis]
+    window_column = names.index(_window_source(comparison))
+    row0 = 0
+    for plane_index, (plane, slices) in enumerate(zip(comparison.planes, slices_per_plane)):
+        row0 += 1 if plane_index else 0
+        low, high = np.percentile(slices[window_column], (0.5, 99.5))
+        high = high if high > low else low + 1.0
+        box, line_column = _zoom_box(slices[window_column])
+        (r0, r1), (c0, c1) = box
+        shown = dict(cmap="gray", vmin=low, vmax=high, origin="lower", interpolation="nearest")
+        for column, (name, image2d, row) in enumerate(zip(names, slices, rows)):
+            title = figure.add_subplot(grid[row0, column])
+            title.axis("off")
+            title.text(0.5, 0.25, _title(name, comparison, plane), ha="center", va="bottom",
+                       fontsize=13, fontweight="bold", transform=title.transAxes)
+            full = figure.add_subplot(grid[row0 + 1, column])
+            full.imshow(image2d, **shown)
+            full.add_patch(_rectangle(c0 - 0.5, r0 - 0.5, c1 - c0, r1 - r0, "yellow"))
+            full.plot([line_column, line_column], [r0 - 0.5, r1 - 0.5], color="cyan", lw=1.2)
+            _bare(full)
+            if column == 0:
+                _scale_bar(full, image2d.shape, step)
+            zoom = figure.add_subplot(grid[row0 + 2, column])
+            zoom.imshow(image2d[r0:r1, c0:c1], **shown)
+            zoom.plot([line_column - c0] * 2, [-0.5, r1 - r0 - 0.5], color="cyan", lw=1.0,
+                      ls=(0, (4, 4)))
+            _bare(zoom, edge="yellow")
+            text = figure.add_subplot(grid[row0 + 3, column])
+            text.axis("off")
+            text.text(0.5, 0.9, _metrics_text(row, plane, comparison, name), ha="center",
+                      va="top", fontsize=12, linespacing=1.4, transform=text.transAxes)
+        # Room inside the profile's row for its tick labels and axis titles.
+        cell = grid[row0 + 4, :].get_position(figure)
+        inches = sum(heights)
+        profile = figure.add_axes([
+            cell.x0 + 0.75 / width, cell.y0 + 0.6 / inches,
+            cell.width - 0.95 / width, cell.height - 0.9 / inches,
+        ])
+        _draw_profiles(profile, names, slices, box, line_column, step, comparison)
+        row0 += 5
     try:
-        figure.savefig(temporary, dpi=DPI, format="png")
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
+        write_atomically(path, lambda name: figure.savefig(name, dpi=DPI, format="png"), ".png")
+    except OSError as error:
+        raise CladeError(f"Could not write {path}: {error.strerror or error}.") from None
     return path
 
 
@@ -115,42 +159,158 @@ def check_figure_path(path: str | os.PathLike) -> Path:
     return path
 
 
+def _columns(comparison: Comparison, report: EvaluationReport):
+    """Names, arrays and metric rows of the columns: the input first (when known)."""
+    names = list(comparison.names)
+    arrays = [sitk.GetArrayViewFromImage(image) for image in comparison.images]
+    rows = list(report.rows)
+    if comparison.input_image is not None:
+        # Nearest neighbour onto the common grid: every thick slice stays one flat block.
+        nearest = sitk.Resample(
+            sitk.Cast(comparison.input_image, sitk.sitkFloat32), comparison.images[0],
+            sitk.Transform(), sitk.sitkNearestNeighbor, 0.0, sitk.sitkFloat32,
+        )
+        names.insert(0, INPUT_NAME)
+        arrays.insert(0, sitk.GetArrayViewFromImage(nearest))
+        rows.insert(0, {})
+    return names, arrays, rows
+
+
+def _window_source(comparison: Comparison) -> str:
+    if comparison.reference_index is not None:
+        return comparison.names[comparison.reference_index]
+    return comparison.names[0]
+
+
 def _central_slice(array: np.ndarray, slice_axis: int, thick_axis: int) -> np.ndarray:
     stack = lr_slice_stack(array, slice_axis, thick_axis)
     return np.asarray(stack[stack.shape[0] // 2], dtype=np.float64)
 
 
-def _zoom_box(image2d: np.ndarray) -> tuple[tuple[int, int], tuple[int, int]]:
-    """A square quarter-size window around the strongest vertical (thick-axis) edge."""
+def _zoom_box(image2d: np.ndarray) -> tuple[tuple[tuple[int, int], tuple[int, int]], int]:
+    """The window (rows, columns) richest in edges along the thick axis (the rows), and the
+    column of the profile line: through the strongest such edge inside the window.
+
+    Example:
+        >>> image = np.zeros((40, 60)); image[20:, 30:40] = 1.0
+        >>> box, column = _zoom_box(image)
+        >>> box[0][0] <= 20 < box[0][1] and 30 <= column < 40
+        True
+    """
     rows, columns = image2d.shape
-    side = max(8, min(rows, columns) // 4)
+    height = max(8, min(rows, int(rows * ZOOM_FRACTION)))
+    width = max(8, min(columns, int(round(height * ZOOM_ASPECT))))
     strength = np.abs(np.gradient(gaussian_filter(image2d, 1.0), axis=0))
-    r, c = np.unravel_index(int(np.argmax(strength)), strength.shape)
-    r0 = int(np.clip(r - side // 2, 0, max(0, rows - side)))
-    c0 = int(np.clip(c - side // 2, 0, max(0, columns - side)))
-    return (r0, min(rows, r0 + side)), (c0, min(columns, c0 + side))
+    # Sum of edge strength over every window position (a box filter of the window's size).
+    density = uniform_filter(strength, (height, width), mode="constant")
+    # A mild preference for the middle of the slice, where the anatomy is, over its borders.
+    across = np.linspace(-1.0, 1.0, rows)[:, None] ** 2 + np.linspace(-1.0, 1.0, columns) ** 2
+    density = density * (1.0 - 0.3 * across)
+    centre_r = np.clip(np.arange(rows), height // 2, rows - (height - height // 2))
+    centre_c = np.clip(np.arange(columns), width // 2, columns - (width - width // 2))
+    r, c = np.unravel_index(int(np.argmax(density)), density.shape)
+    r0, c0 = int(centre_r[r]) - height // 2, int(centre_c[c]) - width // 2
+    window = strength[r0 : r0 + height, c0 : c0 + width]
+    line = c0 + int(np.unravel_index(int(np.argmax(window)), window.shape)[1])
+    return ((r0, r0 + height), (c0, c0 + width)), line
 
 
-def _inset_place(zoom, shape) -> list[float]:
-    """Inset bounds (axes fraction) in the corner farthest from the zoomed region."""
-    (r0, r1), (c0, c1) = zoom
-    # origin="lower": row 0 is at the bottom of the panel.
-    bottom = 0.02 if (r0 + r1) / 2 > shape[0] / 2 else 0.58
-    left = 0.02 if (c0 + c1) / 2 > shape[1] / 2 else 0.58
-    return [left, bottom, 0.4, 0.4]
+def _scale_bar(axes, shape, step: float) -> None:
+    # A round length near a fifth of the slice width.
+    millimetres = min((5, 10, 20, 50, 100, 200), key=lambda v: abs(v - shape[1] * step / 5))
+    length = millimetres / step
+    x0, y0 = shape[1] * 0.04, shape[0] * 0.06
+    axes.plot([x0, x0 + length], [y0, y0], color="white", lw=3, solid_capstyle="butt")
+    axes.text(x0 + length / 2, y0 + shape[0] * 0.03, f"{millimetres:g} mm", color="white",
+              ha="center", va="bottom", fontsize=10, fontweight="bold")
 
 
-def _metrics_text(row: dict, plane: str) -> str:
+def _rectangle(x, y, w, h, colour):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((x, y), w, h, fill=False, edgecolor=colour, lw=1.6)
+
+
+def _bare(axes, edge: str | None = None) -> None:
+    axes.set_xticks([])
+    axes.set_yticks([])
+    for spine in axes.spines.values():
+        spine.set_edgecolor(edge or "none")
+        spine.set_linewidth(2.0)
+
+
+def _label(name: str) -> str:
+    return {INPUT_NAME: "Thick-slice input", "spline": "Cubic spline", "reference": "Reference"}.get(
+        name, name
+    )
+
+
+def _title(name: str, comparison: Comparison, plane: str) -> str:
+    if name == INPUT_NAME:
+        return f"{_label(name)}, {comparison.input_thick_spacing:g} mm, {plane}"
+    return f"{_label(name)}, {plane}"
+
+
+def _draw_profiles(axes, names, slices, box, line_column, step, comparison) -> None:
+    (r0, r1), _ = box
+    # Across the edge: the zoomed rows, widened to at least three thick slices each side.
+    half = max((r1 - r0) // 2, int(round(3 * comparison.input_thick_spacing / step)))
+    centre = (r0 + r1) // 2
+    start, stop = max(0, centre - half), min(slices[0].shape[0], centre + half)
+    positions = np.arange(start, stop) * step
+    others = iter(_OTHER_COLOURS)
+    for name, image2d in zip(names, slices):
+        values = image2d[start:stop, line_column]
+        if name in _COLOURS:
+            colour = _COLOURS[name]
+        elif name.upper().startswith("CLADE"):
+            colour = _CLADE_COLOUR
+        else:
+            colour = next(others, "tab:gray")
+        if name == INPUT_NAME:
+            axes.step(positions, values, where="mid", color=colour, lw=2.2, label=_label(name))
+        else:
+            style = "--" if name == "reference" else "-"
+            axes.plot(positions, values, style, color=colour, lw=1.8, label=_label(name))
+    axes.axvspan(r0 * step, (r1 - 1) * step, color="yellow", alpha=0.12, lw=0)
+    axes.set_xlim(positions[0], positions[-1])
+    axes.set_xlabel("position along the thick axis (mm; the cyan line, bottom to top)",
+                    fontsize=11)
+    axes.set_ylabel("intensity", fontsize=11)
+    axes.tick_params(labelsize=10)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=10.5, loc="best", ncol=min(len(names), 6), framealpha=0.85)
+    axes.set_title(
+        "Intensity along the cyan line, across the edge (shaded: the zoomed rows).   "
+        "PIQE: blind image quality, lower is better; ES: edge sharpness along the thick axis, "
+        "higher is sharper" + ("; PSNR, SSIM: against the reference." if comparison.reference_index
+                               is not None else "."),
+        fontsize=10.5, loc="left",
+    )
+
+
+def _metrics_text(row: dict, plane: str, comparison: Comparison, name: str) -> str:
+    """Two metrics a line, short labels (the profile's title explains them).
+
+    Example:
+        >>> print(_metrics_text({"piqe_sagittal": 56.94, "edge_sharpness": 0.0771,
+        ...                      "psnr": 32.611, "ssim": 0.9123}, "sagittal", None, "sr"))
+        PIQE 56.9   ES 0.077 /mm
+        PSNR 32.61 dB   SSIM 0.912
+    """
+    if name == INPUT_NAME:
+        return f"as acquired: {comparison.input_thick_spacing:g} mm slices,\nno interpolation"
     parts = []
-    for key, value in row.items():
-        if key in ("name", "path", "piqe_mean") or value is None:
-            continue
-        if key.startswith("piqe_") and key != f"piqe_{plane}":
-            continue
-        label = {"edge_sharpness": "ES", "psnr": "PSNR", "ssim": "SSIM", "snr": "SNR"}.get(
-            key, "PIQE"
-        )
-        unit = {"edge_sharpness": " /mm", "psnr": " dB"}.get(key, "")
-        parts.append(f"{label} {value:.3g}{unit}" if key != "ssim" else f"{label} {value:.3f}")
-    lines = [", ".join(parts[i : i + 2]) for i in range(0, len(parts), 2)]
+    labels = (
+        (f"piqe_{plane}", "PIQE {:.1f}"),
+        ("edge_sharpness", "ES {:.3f} /mm"),
+        ("snr", "SNR {:.1f}"),
+        ("psnr", "PSNR {:.2f} dB"),
+        ("ssim", "SSIM {:.3f}"),
+    )
+    for key, label in labels:
+        value = row.get(key)
+        if value is not None and np.isfinite(value):
+            parts.append(label.format(value))
+    lines = ["   ".join(parts[i : i + 2]) for i in range(0, len(parts), 2)]
     return "\n".join(lines)

@@ -43,6 +43,11 @@ FORMAT_NAME = "clade-model"
 FORMAT_VERSION = 1
 PATCH_SIZE = 32
 _ARCHITECTURE_KEYS = ("base_filters", "n_blocks", "upsample")
+#: Bounds on the architecture a model file may ask for, checked before the network is built:
+#: an edited or hostile file asking for millions of filters would otherwise make torch try to
+#: allocate terabytes. The shipped models use 64 filters and 6 blocks; 256 x 32 is a
+#: generator of about 1.2e9 parameters (4.8 GB in float32), well past any sensible model.
+ARCHITECTURE_LIMITS = {"base_filters": (1, 256), "n_blocks": (0, 32)}
 
 
 @dataclass
@@ -191,6 +196,16 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
         k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v
         for k, v in state.items()
     }
+    for key, value in state.items():
+        if torch.is_tensor(value) and value.is_floating_point():
+            bad = int((~torch.isfinite(value)).sum())
+            if bad:
+                # A network with NaN or infinite weights outputs NaNs everywhere: a damaged
+                # file or a diverged training, never a usable model.
+                raise CladeError(
+                    f"{path} holds {bad} NaN or infinite weights (in {key}): the model is "
+                    "damaged or its training diverged; use another model file."
+                )
     try:
         generator.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError):
@@ -214,8 +229,15 @@ def _validate_metadata(metadata, path: Path) -> None:
             problem = f"its metadata lacks {', '.join(missing)}"
         elif not isinstance(arch, dict) or any(k not in arch for k in _ARCHITECTURE_KEYS):
             problem = "its architecture record is incomplete"
-        elif int(metadata.get("patch_size", PATCH_SIZE)) != PATCH_SIZE:
+        elif not _whole_in(metadata.get("patch_size", PATCH_SIZE), PATCH_SIZE, PATCH_SIZE):
             problem = f"it was made for {metadata['patch_size']}-pixel patches, not {PATCH_SIZE}"
+        elif _architecture_problem(arch):
+            problem = _architecture_problem(arch)
+        elif not _whole_in(metadata.get("default_stride", 12), 1, PATCH_SIZE):
+            problem = (
+                f"its default stride {metadata.get('default_stride')!r} is not a whole number "
+                f"from 1 to {PATCH_SIZE}"
+            )
         else:
             try:
                 NormalisationRecipe.from_dict(metadata["normalisation"])
@@ -224,3 +246,20 @@ def _validate_metadata(metadata, path: Path) -> None:
                 problem = "its normalisation or architecture record is invalid"
     if problem:
         raise CladeError(f"{path} is not a valid CLADE model file: {problem}.")
+
+
+def _whole_in(value, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _architecture_problem(arch: dict) -> str | None:
+    """Why ``arch`` asks for a network CLADE will not build, or None.
+
+    Example:
+        >>> _architecture_problem({"base_filters": 10**6, "n_blocks": 6})
+        'its architecture asks for base_filters = 1000000, outside 1 to 256'
+    """
+    for key, (low, high) in ARCHITECTURE_LIMITS.items():
+        if not _whole_in(arch.get(key), low, high):
+            return f"its architecture asks for {key} = {arch.get(key)!r}, outside {low} to {high}"
+    return None

@@ -107,6 +107,9 @@ def simulate_thick_slices(
         raise CladeError(f"The slice axis must be 0, 1 or 2, not {axis}.")
     step = isotropic_spacing(iso, "The isotropic input")
     spacing_mm = thickness_mm if spacing_mm is None else spacing_mm
+    for label, value in (("thickness", thickness_mm), ("spacing", spacing_mm)):
+        if not np.isfinite(value):
+            raise CladeError(f"The slice {label} must be a finite number of mm, not {value}.")
     if thickness_mm <= step * (1 + TOLERANCE):
         raise CladeError(
             f"The slice thickness {thickness_mm:g} mm is not larger than the isotropic spacing "

@@ -1,13 +1,26 @@
 """Reading and writing volumes through SimpleITK, with checks that turn bad input into one sentence.
 
 Supported inputs: NRRD (.nrrd, .nhdr), NIfTI (.nii, .nii.gz), MetaImage (.mha, .mhd) and a folder
-holding one DICOM series. Outputs are written to a temporary name in the destination folder and
-renamed into place, so a crash or a cancel never leaves a half-written file behind.
+holding one DICOM series. A file whose header has a zero or negative spacing, or whose data is
+shorter than its header says, is refused (:mod:`CLADE.volume_headers`), and so is a DICOM series
+with unevenly spaced slices (a missing slice). Outputs are written to a temporary name in the
+destination folder (both files of a header/data pair), checked, and renamed into place
+(:func:`CLADE.atomic_files.write_atomically`), so a crash, a cancel or a full disk never leaves a
+half-written file behind nor replaces an earlier good one.
+
+ITK's readers and writers print some problems straight to the process's stderr (niftilib's
+``NWAD: wrote only 0 of N bytes``, MetaImage's ``data not read completely``, GDCM warnings): that
+text is held back while they run and shown only when the call succeeded, since on failure the
+one-sentence :class:`CladeError` says what went wrong.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +28,7 @@ import SimpleITK as sitk
 
 from .atomic_files import write_atomically
 from .errors import CladeError
+from .volume_headers import read_header_facts
 
 #: File endings SimpleITK can write and that we accept for outputs.
 WRITABLE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
@@ -36,7 +50,8 @@ def volume_suffix(path: str | os.PathLike) -> str:
 def read_volume(path: str | os.PathLike) -> sitk.Image:
     """Read a 3D scalar volume from a file or a DICOM series folder and check it is usable.
 
-    Raises :class:`CladeError` for a missing file, a file that is not an image, a 2D, 4D or
+    Raises :class:`CladeError` for a missing file, a file that is not an image, a truncated
+    file, a zero or negative header spacing, a DICOM series with a missing slice, a 2D, 4D or
     vector image, and NaN or infinite voxels.
 
     Example:
@@ -52,15 +67,88 @@ def read_volume(path: str | os.PathLike) -> sitk.Image:
     if path.is_dir():
         image = _read_dicom_folder(path)
     else:
+        _check_header(path)
+        held = HeldBack()
         try:
-            image = sitk.ReadImage(str(path))
-        except RuntimeError:
+            with native_stderr_held_back() as held:
+                image = sitk.ReadImage(str(path))
+        except RuntimeError as error:
+            # NRRD says so in its exception, MetaImage only on stderr.
+            if _TRUNCATED.search(str(error) + held.text):
+                raise CladeError(_truncated_message(path)) from None
             raise CladeError(
                 f"{path} is not an image SimpleITK can read: give a NRRD, NIfTI, MetaImage file "
                 "or a DICOM series folder."
             ) from None
     check_volume(image, str(path))
     return image
+
+
+#: How ITK's NRRD and MetaImage readers say that the data ended early.
+_TRUNCATED = re.compile(r"not read completely|fread got only|bytes but received|unexpected end")
+
+
+def _truncated_message(path: Path, expected: int | None = None, present: int | None = None) -> str:
+    amount = f" ({present} of {expected} bytes)" if expected else ""
+    return (
+        f"{path} is truncated: it holds less data than its header describes{amount}, so part "
+        "of the volume is missing; copy or export the file again."
+    )
+
+
+def _check_header(path: Path) -> None:
+    """Refuse what ITK would read silently wrong: missing data, zero or negative spacing."""
+    facts = read_header_facts(path)
+    if facts.truncated:
+        raise CladeError(_truncated_message(path, facts.expected_bytes, facts.present_bytes))
+    for axis, value in enumerate(facts.spacing or ()):
+        if value is not None and not (value > 0 and np.isfinite(value)):
+            raise CladeError(
+                f"{path} has a spacing of {value:g} mm along axis {axis} in its header "
+                f"({facts.spacing_field}): a spacing must be positive, so fix the header "
+                "(where the file was made) before processing."
+            )
+
+
+class HeldBack:
+    """What native code wrote to stderr inside :func:`native_stderr_held_back` (after it)."""
+
+    text = ""
+
+
+@contextlib.contextmanager
+def native_stderr_held_back():
+    """Hold back what native code writes to file descriptor 2; replay it on success.
+
+    The held text is available afterwards (``.text``) to explain a failure.
+
+    Example:
+        >>> with native_stderr_held_back() as held:
+        ...     _ = os.write(2, b"")
+        >>> held.text
+        ''
+    """
+    held = HeldBack()
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real stderr (embedded): nothing to hold
+        yield held
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        succeeded = False
+        try:
+            yield held
+            succeeded = True
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            raw = sink.read()
+            held.text = raw.decode("utf-8", "replace")
+            if succeeded and raw:
+                os.write(2, raw)
 
 
 def _read_dicom_folder(folder: Path) -> sitk.Image:
@@ -74,13 +162,62 @@ def _read_dicom_folder(folder: Path) -> sitk.Image:
         raise CladeError(
             f"The folder {folder} holds {len(series)} DICOM series: put one series per folder."
         )
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), series[0]))
+    files = reader.GetGDCMSeriesFileNames(str(folder), series[0])
+    check_slice_positions(files, folder)
+    reader.SetFileNames(files)
     try:
-        return reader.Execute()
+        with native_stderr_held_back():
+            return reader.Execute()
     except RuntimeError:
         raise CladeError(
             f"The DICOM series in {folder} could not be read: check its files."
         ) from None
+
+
+#: Slice gaps may differ from the series' usual gap by this fraction (rounding in the headers).
+SLICE_GAP_TOLERANCE = 0.01
+
+
+def check_slice_positions(files, folder: str | os.PathLike = "The DICOM series") -> None:
+    """Refuse a DICOM series whose slices are not evenly spaced (a missing or extra slice).
+
+    ITK stacks such a series at an averaged spacing after a warning, which puts every slice
+    after the gap in the wrong place. The positions are read from the slice headers only.
+
+    Example:
+        >>> check_slice_positions([])  # fewer than three slices: nothing to compare
+    """
+    if len(files) < 3:
+        return
+    reader = sitk.ImageFileReader()
+    positions = []
+    normal = None
+    for name in files:
+        reader.SetFileName(str(name))
+        try:
+            reader.ReadImageInformation()
+            position = [float(v) for v in reader.GetMetaData("0020|0032").split("\\")]
+            if normal is None:
+                cosines = [float(v) for v in reader.GetMetaData("0020|0037").split("\\")]
+                normal = np.cross(cosines[:3], cosines[3:6])
+        except (RuntimeError, ValueError, IndexError):
+            return  # no usable position tags: ITK's own reading decides
+        positions.append(float(np.dot(position[:3], normal)))
+    order = np.argsort(positions)
+    along = np.asarray(positions)[order]
+    gaps = np.diff(along)
+    usual = float(np.median(gaps))
+    allowed = max(SLICE_GAP_TOLERANCE * abs(usual), 1e-3)
+    odd = np.flatnonzero(np.abs(gaps - usual) > allowed)
+    if usual <= allowed or len(odd):
+        index = int(odd[0]) if len(odd) else int(np.argmin(gaps))
+        first, second = Path(files[order[index]]).name, Path(files[order[index + 1]]).name
+        raise CladeError(
+            f"The DICOM series in {folder} has unevenly spaced slices: {first} and {second} "
+            f"are {gaps[index]:.4g} mm apart where the others are {usual:.4g} mm apart (a "
+            "missing or extra slice), so the volume would be stacked with slices misplaced; "
+            "export the complete series again."
+        )
 
 
 def check_volume(image: sitk.Image, name: str = "The volume") -> None:
@@ -166,7 +303,10 @@ def check_output_path(output: str | os.PathLike, inputs: tuple = ()) -> Path:
 
 
 def write_volume(image: sitk.Image, output: str | os.PathLike, compress: bool = True) -> Path:
-    """Write ``image`` atomically: to a temporary file in the same folder, then renamed.
+    """Write ``image`` atomically: to a temporary file in the same folder, checked, renamed.
+
+    A ``.mhd`` or ``.nhdr`` output is a header plus a data file; both are written and renamed
+    together. A full device raises :class:`CladeError` saying so, and nothing is left behind.
 
     Example:
         >>> import tempfile, os
@@ -176,23 +316,50 @@ def write_volume(image: sitk.Image, output: str | os.PathLike, compress: bool = 
     """
     output = check_output_path(output)
     suffix = volume_suffix(output)
-    if suffix in (".mhd", ".nhdr"):
-        # Detached headers reference their data file by name, so a rename of the header alone
-        # would break the pair: write both under the final names, data first.
-        try:
-            sitk.WriteImage(image, str(output), useCompression=compress)
-        except RuntimeError as error:
-            raise CladeError(f"Could not write {output}: {error}".splitlines()[0]) from None
-        return output
+
+    def write(name: str) -> None:
+        sitk.WriteImage(image, name, useCompression=compress)
+
+    def verify(name: str) -> None:
+        # niftilib reports a short write (a full disk) only by printing "NWAD: wrote only 0 of N
+        # bytes" and returns as if it had succeeded, so the NIfTI file's length is checked
+        # against its header (for .nii.gz by decompressing it: a cut gzip stream is short too).
+        # The NRRD and MetaImage writers raise on a failed write themselves, and the fsync in
+        # write_atomically catches a failure the kernel reports late.
+        facts = read_header_facts(name)
+        if facts.truncated:
+            raise CladeError(
+                f"{output} could not be written completely ({facts.present_bytes} of "
+                f"{facts.expected_bytes} bytes); nothing was written under that name."
+            )
+
     try:
-        write_atomically(
-            output,
-            lambda name: sitk.WriteImage(image, name, useCompression=compress),
-            f".partial{suffix}",
-        )
-    except (RuntimeError, OSError) as error:
-        raise CladeError(f"Could not write {output}: {str(error).splitlines()[0]}") from None
+        with native_stderr_held_back():
+            write_atomically(
+                output,
+                write,
+                f".partial{suffix}",
+                verify=verify,
+                companions=suffix in (".mhd", ".nhdr"),
+            )
+    except OSError as error:
+        raise CladeError(f"Could not write {output}: {error.strerror or error}.") from None
+    except RuntimeError as error:
+        raise CladeError(
+            f"Could not write {output}: the image writer failed ({_itk_reason(error)})."
+        ) from None
     return output
+
+
+def _itk_reason(error: RuntimeError) -> str:
+    """The gist of an ITK exception, without its C++ file names and object addresses."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reasons = [
+        re.sub(r"^ITK ERROR: \w+\(0x[0-9a-f]+\):\s*", "", line)
+        for line in lines
+        if not re.search(r"\.(cxx|h|hxx|cpp):\d+", line)
+    ]
+    return (reasons[-1] if reasons else "unknown reason").rstrip(".")
 
 
 def cast_like(image: sitk.Image, pixel_id: int) -> sitk.Image:

@@ -85,7 +85,9 @@ def test_evaluate_writes_json_report_and_png(case, python_exe):
     assert reference_row["edge_sharpness"] > row["edge_sharpness"]
 
     height, width = matplotlib.image.imread(folder / "figure.png").shape[:2]
-    assert (width, height) == figure_pixel_size(3, 1)
+    # Columns: the thick input, spline, sr, reference; one sagittal slice of 48 x 72 voxels.
+    assert (width, height) == figure_pixel_size(4, [(48, 72)])
+    assert width >= 1600
 
 
 def test_evaluate_csv_both_orientations_and_snr(case, python_exe):
@@ -112,7 +114,7 @@ def test_evaluate_csv_both_orientations_and_snr(case, python_exe):
     assert [row["name"] for row in rows] == ["spline", "sr"]
     assert {"piqe_sagittal", "piqe_coronal", "piqe_mean", "snr"} <= set(rows[0])
     height, width = matplotlib.image.imread(folder / "both.png").shape[:2]
-    assert (width, height) == figure_pixel_size(2, 2)
+    assert (width, height) == figure_pixel_size(3, [(48, 72), (48, 80)])
 
 
 def test_volume_on_another_grid_is_refused_unless_resampled(case, python_exe):

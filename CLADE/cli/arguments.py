@@ -98,3 +98,8 @@ positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
 positive_float = float_in(0.0, low_open=True)
 non_negative_float = float_in(0.0)
+#: A fraction in (0, 1].
+fraction = float_in(0.0, 1.0, low_open=True)
+#: A patch stride in pixels: 1 up to the 32-pixel patch (``CLADE.model_file.PATCH_SIZE``,
+#: not imported here so that ``clade --help`` does not load torch).
+patch_stride = int_at_least(1, 32)

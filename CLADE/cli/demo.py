@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .arguments import patch_stride
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -17,7 +19,9 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--out", default="clade-demo", help="output folder (default: clade-demo)")
     parser.add_argument("--model", default="mri", help="model name or file (default: mri)")
-    parser.add_argument("--stride", type=int, default=None, help="default: the model's")
+    parser.add_argument(
+        "--stride", type=patch_stride, default=None, help="patch stride 1-32 (default: the model's)"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)

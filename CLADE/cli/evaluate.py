@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from ..errors import CladeError
 from ..evaluation import ORIENTATIONS
+from .arguments import fraction, int_at_least
 
 
 def add_parser(subparsers) -> None:
@@ -35,7 +37,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--central-fraction",
-        type=float,
+        type=fraction,
         default=1.0,
         help="keep only this central fraction of the slices for PIQE (default 1 = all)",
     )
@@ -52,7 +54,9 @@ def add_parser(subparsers) -> None:
         help="box corners are physical points in mm (default: voxel indices of the isotropic "
         "grid, upper corner excluded)",
     )
-    parser.add_argument("--edges", type=int, default=16, help="edge profiles to average (16)")
+    parser.add_argument(
+        "--edges", type=int_at_least(1, 10000), default=16, help="edge profiles to average (16)"
+    )
     parser.add_argument("--report", help="write the table to FILE.json or FILE.csv")
     parser.add_argument("--figure", help="write the comparison figure to FILE.png")
     parser.set_defaults(func=run)
@@ -68,8 +72,6 @@ def run(args: argparse.Namespace) -> int:
         check_report_path(args.report)
     if args.figure:
         check_figure_path(args.figure)
-    if args.edges < 1:
-        raise CladeError(f"--edges must be at least 1, not {args.edges}.")
     signal_box = _parse_box(args.signal_box, "--signal-box")
     background_box = _parse_box(args.background_box, "--background-box")
 
@@ -113,9 +115,9 @@ def _parse_box(text: str | None, option: str):
         values = [float(v) for v in text.split(",")]
     except ValueError:
         values = []
-    if len(values) != 6:
+    if len(values) != 6 or not all(math.isfinite(v) for v in values):
         raise CladeError(
-            f"{option} needs six comma-separated numbers x0,y0,z0,x1,y1,z1, not {text!r}."
+            f"{option} needs six comma-separated finite numbers x0,y0,z0,x1,y1,z1, not {text!r}."
         )
     return (tuple(values[:3]), tuple(values[3:]))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..simulate import PROFILES
+from .arguments import positive_float
 
 
 def add_parser(subparsers) -> None:
@@ -21,11 +22,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument("iso", help="isotropic volume (file or DICOM series folder)")
     parser.add_argument("output", help="output file (.nrrd, .nii, .nii.gz, .mha, .mhd)")
     parser.add_argument(
-        "--thickness", type=float, required=True, help="slice thickness in mm (profile FWHM)"
+        "--thickness", type=positive_float, required=True, help="slice thickness in mm (profile FWHM)"
     )
     parser.add_argument(
         "--spacing",
-        type=float,
+        type=positive_float,
         default=None,
         help="slice spacing in mm (default: the thickness); a whole multiple of the isotropic "
         "spacing keeps the exact grid correspondence",

@@ -1,0 +1,53 @@
+"""The comparison figure of ``clade demo`` (and ``clade evaluate --figure``, the model cards).
+
+Before the redesign the demo figure was 640 x 370 pixels, mostly white, with two small spline and
+CLADE views whose zoom insets covered the anatomy; no thick-slice input, no profile.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import matplotlib.image
+import numpy as np
+import SimpleITK as sitk
+
+from CLADE.evaluation import measure, prepare_comparison
+from CLADE.evaluation_figure import MIN_WIDTH_PIXELS, _columns, figure_pixel_size
+from CLADE.geometry import resample_to_isotropic
+
+
+def test_demo_figure_is_large_and_mostly_image(tmp_path, tiny_model_path):
+    out = tmp_path / "demo"
+    result = subprocess.run(
+        [sys.executable, "-m", "CLADE", "demo", "--out", str(out), "--model",
+         str(tiny_model_path), "--stride", "32", "--quiet"],
+        capture_output=True, text=True, encoding="utf-8", timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    picture = matplotlib.image.imread(out / "comparison.png")
+    height, width = picture.shape[:2]
+    # Three columns (thick input, spline, CLADE), one sagittal slice of the 160 x 84 iso grid.
+    assert (width, height) == figure_pixel_size(3, [(84, 160)])
+    assert width >= MIN_WIDTH_PIXELS >= 1600
+    white = (picture[..., :3] > 0.97).all(axis=-1).mean()
+    assert white < 0.35, f"{white:.0%} of the figure is white"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "comparison.png", "metrics.csv", "metrics.json", "pelvis_t2_clade.nii.gz",
+        "pelvis_t2_spline.nii.gz",
+    ]
+
+
+def test_input_column_shows_each_thick_slice_as_one_block():
+    rng = np.random.default_rng(0)
+    thick = sitk.GetImageFromArray(rng.normal(100, 10, (6, 32, 32)).astype(np.float32))
+    thick.SetSpacing((1.0, 1.0, 4.0))
+    comparison = prepare_comparison(thick, [("sr", resample_to_isotropic(thick, 2))])
+    names, arrays, rows = _columns(comparison, measure(comparison))
+    assert names == ["input", "spline", "sr"] and rows[0] == {}
+    shown = np.asarray(arrays[0])
+    assert shown.shape == (24, 32, 32)
+    # Nearest neighbour: iso slices 4j .. 4j+3 all equal thick slice j, exactly.
+    expected = np.repeat(sitk.GetArrayFromImage(thick), 4, axis=0)
+    assert np.array_equal(shown, expected)
