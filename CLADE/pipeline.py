@@ -364,11 +364,13 @@ def super_resolve_file(
     output_type: str = "float32",
     progress: Callable[[PipelineProgress], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    image: sitk.Image | None = None,
 ) -> PipelineResult:
     """Read ``input_path``, :func:`run`, and write ``output_path`` atomically (stage ``write``).
 
     ``output_type`` is ``float32`` or ``input`` (the input's pixel type, rounded and clipped).
     The output path is checked before any work, so a bad destination fails in a second.
+    ``image`` is the input already read from ``input_path`` (the caller checked it first).
     """
     from .registry import resolve_model
     from .volume_io import cast_like, check_output_path, read_volume, write_volume
@@ -376,7 +378,8 @@ def super_resolve_file(
     if output_type not in ("float32", "input"):
         raise CladeError(f"Unknown output type {output_type!r}: use float32 or input.")
     output = check_output_path(output_path, inputs=(input_path,))
-    image = read_volume(input_path)
+    if image is None:
+        image = read_volume(input_path)
     if not isinstance(request.model, LoadedModel):
         request = replace(request, model=resolve_model(request.model))
     started = time.perf_counter()

@@ -13,7 +13,7 @@ import logging
 import sys
 
 from ..geometry import PLANE_NAMES
-from .arguments import int_at_least, positive_int
+from .arguments import int_at_least, patch_stride, positive_int
 
 #: ``--adapt`` without a number.
 DEFAULT_ADAPT_STEPS = 500
@@ -60,7 +60,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--stride",
-        type=int_at_least(1, 32),
+        type=patch_stride,
         default=None,
         help="patch stride in pixels, 1-32, for --tiling patches (default: the model's, 12)",
     )
@@ -173,10 +173,11 @@ def _run_one(args, mode: str) -> int:
 
     from ..pipeline import super_resolve_file
     from ..registry import resolve_model
-    from ..volume_io import check_output_path
+    from ..volume_io import check_output_path, read_volume
 
     source, destination = args.paths
     check_output_path(destination, inputs=(source,))  # a bad destination fails before any work
+    image = read_volume(source)  # then a bad input, before the model is loaded
     request = _request(args)
     model = resolve_model(request.model)
     _warn_untrained(model, mode)
@@ -188,6 +189,7 @@ def _run_one(args, mode: str) -> int:
             replace(request, model=model),
             output_type=args.output_type,
             progress=bar,
+            image=image,
         )
     finally:
         if isinstance(bar, ProgressBar):
