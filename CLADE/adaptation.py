@@ -86,9 +86,7 @@ class AdaptationResult:
     def summary(self) -> str:
         """One line for a log or the terminal."""
         verdict = (
-            "adapted model used"
-            if self.improved
-            else "no improvement, the original model is used"
+            "adapted model used" if self.improved else "no improvement, the original model is used"
         )
         return (
             f"adapted to this volume: {self.steps} steps on {self.pairs} pairs "
@@ -294,4 +292,3 @@ def _held_out_error(
         errors.append((generator(source[index]) - target[index]).abs().mean(dim=(1, 2, 3)))
     generator.train(was_training)
     return float(torch.cat(errors).mean())
-

@@ -111,7 +111,9 @@ def _check_out_dir(out: Path) -> None:
             "with --out-dir."
         ) from None
     if not os.access(out, os.W_OK | os.X_OK):
-        raise CladeError(f"The output folder {out} cannot be written: choose another with --out-dir.")
+        raise CladeError(
+            f"The output folder {out} cannot be written: choose another with --out-dir."
+        )
 
 
 def rank_share(items: list[CohortItem], rank: int, world: int) -> list[CohortItem]:

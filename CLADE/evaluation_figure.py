@@ -88,8 +88,15 @@ def save_evaluation_figure(
     figure = Figure(figsize=(width, sum(heights)), dpi=DPI)
     FigureCanvasAgg(figure)
     grid = figure.add_gridspec(
-        len(heights), len(names), height_ratios=heights, left=0.01, right=0.99, top=1.0,
-        bottom=0.0, wspace=0.06, hspace=0.0,
+        len(heights),
+        len(names),
+        height_ratios=heights,
+        left=0.01,
+        right=0.99,
+        top=1.0,
+        bottom=0.0,
+        wspace=0.06,
+        hspace=0.0,
     )
     spacing = comparison.images[0].GetSpacing()
     step = spacing[comparison.thick_axis]
@@ -105,8 +112,16 @@ def save_evaluation_figure(
         for column, (name, image2d, row) in enumerate(zip(names, slices, rows)):
             title = figure.add_subplot(grid[row0, column])
             title.axis("off")
-            title.text(0.5, 0.25, _title(name, comparison, plane), ha="center", va="bottom",
-                       fontsize=13, fontweight="bold", transform=title.transAxes)
+            title.text(
+                0.5,
+                0.25,
+                _title(name, comparison, plane),
+                ha="center",
+                va="bottom",
+                fontsize=13,
+                fontweight="bold",
+                transform=title.transAxes,
+            )
             full = figure.add_subplot(grid[row0 + 1, column])
             full.imshow(image2d, **shown)
             full.add_patch(_rectangle(c0 - 0.5, r0 - 0.5, c1 - c0, r1 - r0, "yellow"))
@@ -116,20 +131,33 @@ def save_evaluation_figure(
                 _scale_bar(full, image2d.shape, step)
             zoom = figure.add_subplot(grid[row0 + 2, column])
             zoom.imshow(image2d[r0:r1, c0:c1], **shown)
-            zoom.plot([line_column - c0] * 2, [-0.5, r1 - r0 - 0.5], color="cyan", lw=1.0,
-                      ls=(0, (4, 4)))
+            zoom.plot(
+                [line_column - c0] * 2, [-0.5, r1 - r0 - 0.5], color="cyan", lw=1.0, ls=(0, (4, 4))
+            )
             _bare(zoom, edge="yellow")
             text = figure.add_subplot(grid[row0 + 3, column])
             text.axis("off")
-            text.text(0.5, 0.9, _metrics_text(row, plane, comparison, name), ha="center",
-                      va="top", fontsize=12, linespacing=1.4, transform=text.transAxes)
+            text.text(
+                0.5,
+                0.9,
+                _metrics_text(row, plane, comparison, name),
+                ha="center",
+                va="top",
+                fontsize=12,
+                linespacing=1.4,
+                transform=text.transAxes,
+            )
         # Room inside the profile's row for its tick labels and axis titles.
         cell = grid[row0 + 4, :].get_position(figure)
         inches = sum(heights)
-        profile = figure.add_axes([
-            cell.x0 + 0.75 / width, cell.y0 + 0.6 / inches,
-            cell.width - 0.95 / width, cell.height - 0.9 / inches,
-        ])
+        profile = figure.add_axes(
+            [
+                cell.x0 + 0.75 / width,
+                cell.y0 + 0.6 / inches,
+                cell.width - 0.95 / width,
+                cell.height - 0.9 / inches,
+            ]
+        )
         _draw_profiles(profile, names, slices, box, line_column, step, comparison)
         row0 += 5
     try:
@@ -167,8 +195,12 @@ def _columns(comparison: Comparison, report: EvaluationReport):
     if comparison.input_image is not None:
         # Nearest neighbour onto the common grid: every thick slice stays one flat block.
         nearest = sitk.Resample(
-            sitk.Cast(comparison.input_image, sitk.sitkFloat32), comparison.images[0],
-            sitk.Transform(), sitk.sitkNearestNeighbor, 0.0, sitk.sitkFloat32,
+            sitk.Cast(comparison.input_image, sitk.sitkFloat32),
+            comparison.images[0],
+            sitk.Transform(),
+            sitk.sitkNearestNeighbor,
+            0.0,
+            sitk.sitkFloat32,
         )
         names.insert(0, INPUT_NAME)
         arrays.insert(0, sitk.GetArrayViewFromImage(nearest))
@@ -221,8 +253,16 @@ def _scale_bar(axes, shape, step: float) -> None:
     length = millimetres / step
     x0, y0 = shape[1] * 0.04, shape[0] * 0.06
     axes.plot([x0, x0 + length], [y0, y0], color="white", lw=3, solid_capstyle="butt")
-    axes.text(x0 + length / 2, y0 + shape[0] * 0.03, f"{millimetres:g} mm", color="white",
-              ha="center", va="bottom", fontsize=10, fontweight="bold")
+    axes.text(
+        x0 + length / 2,
+        y0 + shape[0] * 0.03,
+        f"{millimetres:g} mm",
+        color="white",
+        ha="center",
+        va="bottom",
+        fontsize=10,
+        fontweight="bold",
+    )
 
 
 def _rectangle(x, y, w, h, colour):
@@ -240,9 +280,11 @@ def _bare(axes, edge: str | None = None) -> None:
 
 
 def _label(name: str) -> str:
-    return {INPUT_NAME: "Thick-slice input", "spline": "Cubic spline", "reference": "Reference"}.get(
-        name, name
-    )
+    return {
+        INPUT_NAME: "Thick-slice input",
+        "spline": "Cubic spline",
+        "reference": "Reference",
+    }.get(name, name)
 
 
 def _title(name: str, comparison: Comparison, plane: str) -> str:
@@ -274,8 +316,7 @@ def _draw_profiles(axes, names, slices, box, line_column, step, comparison) -> N
             axes.plot(positions, values, style, color=colour, lw=1.8, label=_label(name))
     axes.axvspan(r0 * step, (r1 - 1) * step, color="yellow", alpha=0.12, lw=0)
     axes.set_xlim(positions[0], positions[-1])
-    axes.set_xlabel("position along the thick axis (mm; the cyan line, bottom to top)",
-                    fontsize=11)
+    axes.set_xlabel("position along the thick axis (mm; the cyan line, bottom to top)", fontsize=11)
     axes.set_ylabel("intensity", fontsize=11)
     axes.tick_params(labelsize=10)
     axes.grid(alpha=0.3)
@@ -283,9 +324,14 @@ def _draw_profiles(axes, names, slices, box, line_column, step, comparison) -> N
     axes.set_title(
         "Intensity along the cyan line, across the edge (shaded: the zoomed rows).   "
         "PIQE: blind image quality, lower is better; ES: edge sharpness along the thick axis, "
-        "higher is sharper" + ("; PSNR, SSIM: against the reference." if comparison.reference_index
-                               is not None else "."),
-        fontsize=10.5, loc="left",
+        "higher is sharper"
+        + (
+            "; PSNR, SSIM: against the reference."
+            if comparison.reference_index is not None
+            else "."
+        ),
+        fontsize=10.5,
+        loc="left",
     )
 
 

@@ -25,8 +25,22 @@ from pathlib import Path
 
 #: NIfTI ``datatype`` -> bytes per voxel, for the types ITK reads.
 _NIFTI_BYTES = {
-    2: 1, 4: 2, 8: 4, 16: 4, 32: 8, 64: 8, 128: 3, 256: 1, 512: 2, 768: 4, 1024: 8, 1280: 8,
-    1536: 16, 1792: 16, 2048: 32, 2304: 4,
+    2: 1,
+    4: 2,
+    8: 4,
+    16: 4,
+    32: 8,
+    64: 8,
+    128: 3,
+    256: 1,
+    512: 2,
+    768: 4,
+    1024: 8,
+    1280: 8,
+    1536: 16,
+    1792: 16,
+    2048: 32,
+    2304: 4,
 }
 
 
@@ -151,7 +165,9 @@ def _text_header(path: Path, limit: int = 1 << 16) -> list[str]:
 
 
 def _numbers(text: str) -> list[float]:
-    return [float(v) for v in re.findall(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf", text)]
+    return [
+        float(v) for v in re.findall(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf", text)
+    ]
 
 
 def _nrrd_facts(path: Path) -> HeaderFacts:

@@ -283,7 +283,9 @@ def check_output_path(output: str | os.PathLike, inputs: tuple = ()) -> Path:
             f"{', '.join(WRITABLE_SUFFIXES)}."
         )
     if output.is_dir():
-        raise CladeError(f"The output {output} is a folder: give a file name such as {output}/out.nrrd.")
+        raise CladeError(
+            f"The output {output} is a folder: give a file name such as {output}/out.nrrd."
+        )
     folder = output.resolve().parent
     if not folder.is_dir():
         raise CladeError(

@@ -118,7 +118,8 @@ class LRPlane(enum.Enum):
 
     def label(self):
         return {"auto": "Auto (sagittal when possible)", "both": "Both LR planes (average)"}.get(
-            self.value, self.value.capitalize())
+            self.value, self.value.capitalize()
+        )
 
 
 class Device(enum.Enum):
@@ -140,8 +141,11 @@ class Tiling(enum.Enum):
     PATCHES = "patches"
 
     def label(self):
-        return {"auto": "Auto (model default)", "slices": "Whole slices (fast)",
-                "patches": "Overlapping patches (paper)"}[self.value]
+        return {
+            "auto": "Auto (model default)",
+            "slices": "Whole slices (fast)",
+            "patches": "Overlapping patches (paper)",
+        }[self.value]
 
 
 class Ensemble(enum.Enum):
@@ -153,9 +157,12 @@ class Ensemble(enum.Enum):
     FLIPS = "flips"
 
     def label(self):
-        return {"auto": "Auto (model default)", "none": "None",
-                "flips2": "Left-right flip (mean of 2)",
-                "flips": "In-plane flips (mean of 4)"}[self.value]
+        return {
+            "auto": "Auto (model default)",
+            "none": "None",
+            "flips2": "Left-right flip (mean of 2)",
+            "flips": "In-plane flips (mean of 4)",
+        }[self.value]
 
 
 class Precision(enum.Enum):
@@ -166,8 +173,11 @@ class Precision(enum.Enum):
     BFLOAT16 = "bfloat16"
 
     def label(self):
-        return {"auto": "Auto (bfloat16 where supported)", "float32": "float32",
-                "bfloat16": "bfloat16"}[self.value]
+        return {
+            "auto": "Auto (bfloat16 where supported)",
+            "float32": "float32",
+            "bfloat16": "bfloat16",
+        }[self.value]
 
 
 class Preset(enum.Enum):
@@ -255,7 +265,8 @@ class CLADESuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             if widgetName.endswith("FileSelector") or widgetName.endswith("FolderSelector"):
                 getattr(self.ui, widgetName).connect(
                     "currentPathChanged(QString)",
-                    lambda path, field=field: self.onPathChanged(field, path))
+                    lambda path, field=field: self.onPathChanged(field, path),
+                )
         self.ui.progressBar.hide()
         self.ui.trainingProgressBar.hide()
         self.ui.compareFrame.hide()
@@ -277,7 +288,9 @@ class CLADESuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+            self.removeObserver(
+                self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified
+            )
 
     def onSceneStartClose(self, caller, event):
         # The jobs also watch the scene; cancelling here as well resets the buttons at once.
@@ -300,14 +313,18 @@ class CLADESuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
     def setParameterNode(self, parameterNode):
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+            self.removeObserver(
+                self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified
+            )
         self._parameterNode = parameterNode
         if self._parameterNode:
             # Remembered so that only a user's change of preset resets the loss weights, not
             # opening a scene saved with custom weights.
             self._lastPreset = self._parameterNode.preset
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+            self.addObserver(
+                self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified
+            )
         self.onParameterNodeModified()
 
     def onParameterNodeModified(self, caller=None, event=None):
@@ -377,12 +394,16 @@ class CLADESuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.updateModelWidgets()
 
     def updateModelWidgets(self):
-        self.ui.modelFileSelector.setVisible(self.ui.modelSelector.currentIndex >= len(self.modelChoices))
+        self.ui.modelFileSelector.setVisible(
+            self.ui.modelSelector.currentIndex >= len(self.modelChoices)
+        )
         choice = self.currentModelChoice() if self._parameterNode else None
         stride = None
         if choice is not None and choice.kind == ModelCatalog.SHIPPED:
             stride = self.logic.shippedDefaultStride(choice.value)
-        self.ui.strideSpinBox.specialValueText = f"model default ({stride})" if stride else "model default"
+        self.ui.strideSpinBox.specialValueText = (
+            f"model default ({stride})" if stride else "model default"
+        )
         self.updateButtons()
 
     def currentModelChoice(self):
@@ -450,7 +471,9 @@ class CLADESuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         if self.job is None:
             ok, why = validateInputVolume(self._parameterNode.inputVolume)
             if ok:
-                ok, why = ModelCatalog.validateModelChoice(self.currentModelChoice(), self.shippedNames)
+                ok, why = ModelCatalog.validateModelChoice(
+                    self.currentModelChoice(), self.shippedNames
+                )
             if ok and self._parameterNode.outputVolume is self._parameterNode.inputVolume:
                 ok, why = False, "Choose an output volume other than the input (the input is kept)."
             self.ui.applyButton.enabled = ok
@@ -458,8 +481,11 @@ class CLADESuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             self.ui.statusLabel.text = why or self.runMessage
         if self.trainingJob is None:
             ok, why = validateTrainingInputs(
-                self.ui.trainingVolumesSelector.checkedNodes(), self._parameterNode.trainingFolder,
-                self._parameterNode.trainingOutputFolder, self._parameterNode.validationVolume)
+                self.ui.trainingVolumesSelector.checkedNodes(),
+                self._parameterNode.trainingFolder,
+                self._parameterNode.trainingOutputFolder,
+                self._parameterNode.validationVolume,
+            )
             self.ui.trainButton.enabled = ok
             self.ui.trainButton.toolTip = why or "Train a new model."
             self.ui.trainingStatusLabel.text = why or self.trainingMessage
@@ -488,8 +514,9 @@ class CLADESuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             slicer.util.warningDisplay(PYTORCH_EXTENSION_MISSING)
             return
         if not slicer.util.confirmOkCancelDisplay(
-                "Reinstall PyTorch with the PyTorch extension? It picks the build that matches "
-                "this computer's GPU driver; restart Slicer afterwards."):
+            "Reinstall PyTorch with the PyTorch extension? It picks the build that matches "
+            "this computer's GPU driver; restart Slicer afterwards."
+        ):
             return
         import PyTorchUtils
 
@@ -525,13 +552,21 @@ class CLADESuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             return
         p = self._parameterNode
         options = SuperResolutionOptions(
-            model=self.currentModelChoice().argument, stride=p.stride or None,
-            plane=p.plane.value, device=p.device.value, adaptSteps=p.adaptSteps,
-            tiling=p.tiling.value, ensemble=p.ensemble.value, precision=p.precision.value)
+            model=self.currentModelChoice().argument,
+            stride=p.stride or None,
+            plane=p.plane.value,
+            device=p.device.value,
+            adaptSteps=p.adaptSteps,
+            tiling=p.tiling.value,
+            ensemble=p.ensemble.value,
+            precision=p.precision.value,
+        )
         self.job = self.startJob(
-            lambda: SuperResolutionJob(p.inputVolume, options, outputNode=p.outputVolume,
-                                       tempRoot=slicer.app.temporaryPath),
-            "Could not start the super-resolution.")
+            lambda: SuperResolutionJob(
+                p.inputVolume, options, outputNode=p.outputVolume, tempRoot=slicer.app.temporaryPath
+            ),
+            "Could not start the super-resolution.",
+        )
         if self.job is None:
             self.updateButtons()
             return
@@ -559,7 +594,7 @@ class CLADESuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
     def onJobEvents(self):
         job = self.job
         job.poll()
-        for line in job.logLines[self._shownLogLines:]:
+        for line in job.logLines[self._shownLogLines :]:
             self.ui.logText.appendPlainText(line)
         self._shownLogLines = len(job.logLines)
         self.ui.progressBar.value = int(100 * job.fraction)
@@ -586,8 +621,9 @@ class CLADESuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
     def showComparison(self, inputNode, outputNode):
         """Input below, output above in every slice view; the slider fades between them."""
         self._comparison = (inputNode.GetID(), outputNode.GetID())
-        slicer.util.setSliceViewerLayers(background=inputNode, foreground=outputNode,
-                                         foregroundOpacity=1.0, fit=True)
+        slicer.util.setSliceViewerLayers(
+            background=inputNode, foreground=outputNode, foregroundOpacity=1.0, fit=True
+        )
         self.ui.fadeSlider.value = 1.0
         self.ui.compareFrame.show()
 
@@ -614,14 +650,26 @@ class CLADESuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         if not self.ensureDependencies():
             return
         p = self._parameterNode
-        options = TrainingOptions(preset=p.preset.value, epochs=p.epochs, batchSize=p.batchSize,
-                                  lambdaCyc=p.lambdaCyc, lambdaIdent=p.lambdaIdent,
-                                  lambdaGmap=p.lambdaGmap, patchesPerSlice=p.patchesPerSlice)
+        options = TrainingOptions(
+            preset=p.preset.value,
+            epochs=p.epochs,
+            batchSize=p.batchSize,
+            lambdaCyc=p.lambdaCyc,
+            lambdaIdent=p.lambdaIdent,
+            lambdaGmap=p.lambdaGmap,
+            patchesPerSlice=p.patchesPerSlice,
+        )
         self.trainingJob = self.startJob(
-            lambda: TrainingJob(self.ui.trainingVolumesSelector.checkedNodes(), p.trainingFolder,
-                                p.trainingOutputFolder, options, validationNode=p.validationVolume,
-                                tempRoot=slicer.app.temporaryPath),
-            "Could not start the training.")
+            lambda: TrainingJob(
+                self.ui.trainingVolumesSelector.checkedNodes(),
+                p.trainingFolder,
+                p.trainingOutputFolder,
+                options,
+                validationNode=p.validationVolume,
+                tempRoot=slicer.app.temporaryPath,
+            ),
+            "Could not start the training.",
+        )
         if self.trainingJob is None:
             self.updateButtons()
             return
@@ -644,7 +692,9 @@ class CLADESuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         curves = job.curves
         self.ui.trainingProgressBar.value = int(100 * curves.progress)
         eta = curves.etaSeconds
-        self.ui.trainingProgressBar.format = f"%p% (about {formatSeconds(eta)} left)" if eta else "%p%"
+        self.ui.trainingProgressBar.format = (
+            f"%p% (about {formatSeconds(eta)} left)" if eta else "%p%"
+        )
         if curves.lastEpoch:
             speed = f", {curves.patchesPerSecond:.0f} patches/s" if curves.patchesPerSecond else ""
             self.ui.trainingStatusLabel.text = f"Epoch {curves.lastEpoch}{speed}"
@@ -688,8 +738,9 @@ def installTorchWithPyTorchUtils(requirement):
     import PyTorchUtils
 
     # Our own question was already asked (and answered yes) by DependencyInstaller.
-    return PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
-                                                        torchVersionRequirement=requirement)
+    return PyTorchUtils.PyTorchUtilsLogic().installTorch(
+        askConfirmation=False, torchVersionRequirement=requirement
+    )
 
 
 def formatSeconds(seconds):
@@ -728,9 +779,21 @@ class CLADESuperResolutionLogic(ScriptedLoadableModuleLogic):
                 return entry.get("default_stride")
         return None
 
-    def process(self, inputVolume, outputVolume=None, model="mri", stride=None, plane="auto",
-                device="auto", progress=None, cancel=None, tiling="auto", ensemble="auto",
-                precision="auto", adaptSteps=0):
+    def process(
+        self,
+        inputVolume,
+        outputVolume=None,
+        model="mri",
+        stride=None,
+        plane="auto",
+        device="auto",
+        progress=None,
+        cancel=None,
+        tiling="auto",
+        ensemble="auto",
+        precision="auto",
+        adaptSteps=0,
+    ):
         """Super-resolve ``inputVolume`` in this process and return the output volume node.
 
         Runs ``CLADE.pipeline.run`` (the same pipeline as ``clade super-resolve``).
@@ -739,11 +802,19 @@ class CLADESuperResolutionLogic(ScriptedLoadableModuleLogic):
         ``fraction``, ``eta_seconds``); ``cancel()`` returning True stops the run
         (``CLADE.errors.Cancelled`` is raised, no node is made).
         """
-        options = SuperResolutionOptions(model=model, stride=stride, plane=plane, device=device,
-                                         tiling=tiling, ensemble=ensemble, precision=precision,
-                                         adaptSteps=adaptSteps)
-        outputNode, result = superResolveInProcess(inputVolume, options, outputVolume,
-                                                   progress=progress, cancel=cancel)
+        options = SuperResolutionOptions(
+            model=model,
+            stride=stride,
+            plane=plane,
+            device=device,
+            tiling=tiling,
+            ensemble=ensemble,
+            precision=precision,
+            adaptSteps=adaptSteps,
+        )
+        outputNode, result = superResolveInProcess(
+            inputVolume, options, outputVolume, progress=progress, cancel=cancel
+        )
         logging.info("CLADE: %s", result.summary())
         return outputNode
 
@@ -758,8 +829,10 @@ class CLADESuperResolutionTest(ScriptedLoadableModuleTest):
         if not torchAvailable():
             # The extension build machines have no PyTorch (it comes from the PyTorch extension
             # at first use): there is nothing to run the network with, which is not a failure.
-            self.delayDisplay("Skipped: PyTorch is not installed (install the PyTorch extension "
-                              "to run this test).")
+            self.delayDisplay(
+                "Skipped: PyTorch is not installed (install the PyTorch extension "
+                "to run this test)."
+            )
             return
         self.setUp()
         self.test_SuperResolveSample()
@@ -827,12 +900,17 @@ class CLADESuperResolutionTest(ScriptedLoadableModuleTest):
 
     def test_WorkerJobOnSample(self):
         inputNode, inputArray, inputMatrix = self._loadSample()
-        names = [e["name"] for e in ModelCatalog.shippedModels(CLADESuperResolutionLogic().manifestPath())]
+        names = [
+            e["name"]
+            for e in ModelCatalog.shippedModels(CLADESuperResolutionLogic().manifestPath())
+        ]
         self.assertTrue(names, "No shipped model is installed.")
         self.delayDisplay("Super-resolving in a worker process")
-        job = SuperResolutionJob(inputNode, SuperResolutionOptions(model=names[0], tiling="slices",
-                                                                   ensemble="none"),
-                                 tempRoot=slicer.app.temporaryPath)
+        job = SuperResolutionJob(
+            inputNode,
+            SuperResolutionOptions(model=names[0], tiling="slices", ensemble="none"),
+            tempRoot=slicer.app.temporaryPath,
+        )
         job.start()
         # Sleeps between polls (a bare poll loop would spin one core at 100 %).
         job.wait(timeout=600, processEvents=slicer.app.processEvents)

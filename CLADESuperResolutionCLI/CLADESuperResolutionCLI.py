@@ -105,12 +105,16 @@ def main(argv=None):
         from CLADE.errors import CladeError
         from CLADE.pipeline import SuperResolutionRequest, super_resolve_file
     except ImportError as error:
-        sys.stderr.write(f"The CLADE core could not be imported ({error}): reinstall the CLADE "
-                         "extension.\n")
+        sys.stderr.write(
+            f"The CLADE core could not be imported ({error}): reinstall the CLADE extension.\n"
+        )
         return 1
 
-    report("filter-start", "<filter-name>CLADE super-resolution</filter-name>"
-                           "<filter-comment>Loading the model</filter-comment>")
+    report(
+        "filter-start",
+        "<filter-name>CLADE super-resolution</filter-name>"
+        "<filter-comment>Loading the model</filter-comment>",
+    )
     last = [0.0]
 
     def progress(info):
@@ -121,18 +125,25 @@ def main(argv=None):
 
     try:
         request = SuperResolutionRequest(
-            model=args.model, tiling=args.tiling,
+            model=args.model,
+            tiling=args.tiling,
             stride=args.stride if args.stride and args.tiling != "slices" else None,
-            ensemble=args.ensemble, precision=args.precision, plane=args.plane,
-            device=args.device, adapt_steps=args.adapt)
-        result = super_resolve_file(args.inputVolume, args.outputVolume, request,
-                                    progress=progress)
+            ensemble=args.ensemble,
+            precision=args.precision,
+            plane=args.plane,
+            device=args.device,
+            adapt_steps=args.adapt,
+        )
+        result = super_resolve_file(args.inputVolume, args.outputVolume, request, progress=progress)
     except CladeError as error:
         sys.stderr.write(f"{error}\n")
         return error.exit_code
     report("filter-progress", "1.0")
-    report("filter-end", "<filter-name>CLADE super-resolution</filter-name>"
-                         f"<filter-time>{float(result.stats.get('seconds', 0.0)):.2f}</filter-time>")
+    report(
+        "filter-end",
+        "<filter-name>CLADE super-resolution</filter-name>"
+        f"<filter-time>{float(result.stats.get('seconds', 0.0)):.2f}</filter-time>",
+    )
     if result.adaptation is not None:
         print(f"CLADE: {result.adaptation.summary()}", flush=True)
     print(f"CLADE: {result.summary()}", flush=True)

@@ -24,8 +24,16 @@ def ct_crop(shared_data):
 
 def tiny_ct_model(seed: int = 0) -> LoadedModel:
     torch.manual_seed(seed)
-    metadata = make_metadata("tiny", "CT", base_filters=16, n_blocks=1, residual=True,
-                             upsample="resize", normalisation=CT_WINDOW, trained=False)
+    metadata = make_metadata(
+        "tiny",
+        "CT",
+        base_filters=16,
+        n_blocks=1,
+        residual=True,
+        upsample="resize",
+        normalisation=CT_WINDOW,
+        trained=False,
+    )
     return LoadedModel(build_generator(metadata).eval(), metadata)
 
 
@@ -38,11 +46,20 @@ def test_adaptation_trains_a_copy_and_lowers_the_held_out_error(ct_crop):
     before = weights(model)
     voxels = sitk.GetArrayFromImage(ct_crop).copy()
     seen = []
-    result = adapt_to_volume(ct_crop, model, steps=150, device="cpu", learning_rate=1e-3,
-                             max_patches=800, progress=seen.append)
+    result = adapt_to_volume(
+        ct_crop,
+        model,
+        steps=150,
+        device="cpu",
+        learning_rate=1e-3,
+        max_patches=800,
+        progress=seen.append,
+    )
     assert result.improved and result.error_after < 0.9 * result.error_before
     assert result.model is not model and result.model.metadata["adapted"]["steps"] == 150
-    assert result.ratio == pytest.approx(ct_crop.GetSpacing()[2] / ct_crop.GetSpacing()[0], rel=0.02)
+    assert result.ratio == pytest.approx(
+        ct_crop.GetSpacing()[2] / ct_crop.GetSpacing()[0], rel=0.02
+    )
     # The model and the image passed in are untouched.
     for key, value in weights(model).items():
         torch.testing.assert_close(value, before[key], rtol=0, atol=0)
@@ -56,8 +73,9 @@ def test_adaptation_trains_a_copy_and_lowers_the_held_out_error(ct_crop):
 def test_same_seed_gives_the_same_adapted_weights(ct_crop):
     first = adapt_to_volume(ct_crop, tiny_ct_model(), steps=20, device="cpu", max_patches=400)
     second = adapt_to_volume(ct_crop, tiny_ct_model(), steps=20, device="cpu", max_patches=400)
-    other = adapt_to_volume(ct_crop, tiny_ct_model(), steps=20, device="cpu", max_patches=400,
-                            seed=1)
+    other = adapt_to_volume(
+        ct_crop, tiny_ct_model(), steps=20, device="cpu", max_patches=400, seed=1
+    )
     a, b, c = (weights(r.model) for r in (first, second, other))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
@@ -66,8 +84,9 @@ def test_same_seed_gives_the_same_adapted_weights(ct_crop):
 def test_without_improvement_the_original_model_is_kept(ct_crop):
     # A learning rate of 0 cannot lower the error: the safeguard must hand back the original.
     model = tiny_ct_model()
-    result = adapt_to_volume(ct_crop, model, steps=5, device="cpu", learning_rate=0.0,
-                             max_patches=400)
+    result = adapt_to_volume(
+        ct_crop, model, steps=5, device="cpu", learning_rate=0.0, max_patches=400
+    )
     assert not result.improved and result.model is model
     assert "adapted" not in result.model.metadata
     assert "the original model is used" in result.summary()
@@ -81,8 +100,9 @@ def test_cancel_stops_between_steps(ct_crop):
         return len(calls) > 3
 
     with pytest.raises(Cancelled, match="nothing was written"):
-        adapt_to_volume(ct_crop, tiny_ct_model(), steps=50, device="cpu", max_patches=400,
-                        cancel=cancel)
+        adapt_to_volume(
+            ct_crop, tiny_ct_model(), steps=50, device="cpu", max_patches=400, cancel=cancel
+        )
     assert len(calls) == 4
 
 

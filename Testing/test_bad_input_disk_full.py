@@ -46,7 +46,8 @@ def _namespaces_work() -> bool:
     try:
         probe = subprocess.run(
             ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt && df /mnt"],
-            capture_output=True, timeout=30,
+            capture_output=True,
+            timeout=30,
         )
     except (OSError, subprocess.TimeoutExpired):
         return False
@@ -67,9 +68,21 @@ def test_full_disk_is_one_sentence_and_keeps_the_earlier_output(tmp_path, ext):
     earlier.mkdir()
     name = f"out.{ext}"
     done = subprocess.run(
-        [sys.executable, "-m", "CLADE", "simulate", str(small), str(earlier / name),
-         "--thickness", "2", "--quiet"],
-        capture_output=True, text=True, encoding="utf-8", timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "CLADE",
+            "simulate",
+            str(small),
+            str(earlier / name),
+            "--thickness",
+            "2",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     before = _digest(earlier)
@@ -83,9 +96,23 @@ def test_full_disk_is_one_sentence_and_keeps_the_earlier_output(tmp_path, ext):
         'cd "$1" && sha256sum $(ls -A)'
     )
     result = subprocess.run(
-        ["unshare", "-rm", "sh", "-c", script, "sh", str(full), str(earlier), sys.executable,
-         str(big), name],
-        capture_output=True, text=True, encoding="utf-8", timeout=300,
+        [
+            "unshare",
+            "-rm",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            str(full),
+            str(earlier),
+            sys.executable,
+            str(big),
+            name,
+        ],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=300,
     )
     assert "rc=2" in result.stdout, (result.stdout, result.stderr)
     assert result.stderr.strip() == (
@@ -93,9 +120,7 @@ def test_full_disk_is_one_sentence_and_keeps_the_earlier_output(tmp_path, ext):
         f"or choose another folder ({name} was not written; any earlier file of that name is "
         "unchanged)."
     )
-    listed = dict(
-        reversed(line.split()) for line in result.stdout.splitlines() if "  " in line
-    )
+    listed = dict(reversed(line.split()) for line in result.stdout.splitlines() if "  " in line)
     assert listed == before  # the earlier file (pair) untouched, no temporaries left
 
 
@@ -112,7 +137,11 @@ def test_short_nifti_write_is_refused_not_published(tmp_path):
 
     result = subprocess.run(
         [sys.executable, "-m", "CLADE", "simulate", str(big), str(out), "--thickness", "2"],
-        capture_output=True, text=True, encoding="utf-8", timeout=120, preexec_fn=limit,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=120,
+        preexec_fn=limit,
     )
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.startswith(f"clade: error: {out} could not be written completely (")
@@ -150,7 +179,10 @@ def test_temporaries_of_a_killed_run_are_removed_by_the_next(tmp_path, ext):
     assert left and all(name.startswith(f".sim.{ext}.") for name in left)  # hidden, not final
     again = subprocess.run(
         [sys.executable, "-m", "CLADE", *command],
-        capture_output=True, text=True, encoding="utf-8", timeout=120,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=120,
     )
     assert again.returncode == 0, again.stderr
     expected = [f"sim.{ext}"] + ([f"sim.{COMPANION[ext]}"] if ext in COMPANION else [])
@@ -165,9 +197,21 @@ def test_a_live_writers_temporary_is_left_alone(tmp_path):
     live = tmp_path / f".sim.nii.gz.{os.getpid()}-0123abcd.partial.nii.gz"
     live.write_bytes(b"being written")
     result = subprocess.run(
-        [sys.executable, "-m", "CLADE", "simulate", str(source), str(out), "--thickness", "2",
-         "--quiet"],
-        capture_output=True, text=True, encoding="utf-8", timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "CLADE",
+            "simulate",
+            str(source),
+            str(out),
+            "--thickness",
+            "2",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert live.read_bytes() == b"being written"
@@ -178,9 +222,21 @@ def test_detached_header_pairs_name_their_final_data_file(tmp_path):
     for ext, key in (("mhd", "ElementDataFile = "), ("nhdr", "data file: ")):
         out = tmp_path / f"pair.{ext}"
         result = subprocess.run(
-            [sys.executable, "-m", "CLADE", "simulate", str(source), str(out), "--thickness",
-             "2", "--quiet"],
-            capture_output=True, text=True, encoding="utf-8", timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "CLADE",
+                "simulate",
+                str(source),
+                str(out),
+                "--thickness",
+                "2",
+                "--quiet",
+            ],
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            timeout=120,
         )
         assert result.returncode == 0, result.stderr
         header = out.read_text(encoding="latin-1")
@@ -208,8 +264,12 @@ def test_model_file_on_a_full_disk_keeps_the_earlier_model(tmp_path):
     script.write_text(_SAVE_MODEL)
     earlier = tmp_path / "earlier"
     earlier.mkdir()
-    made = subprocess.run([sys.executable, str(script), str(earlier / "model.pt"), "4"],
-                          capture_output=True, text=True, timeout=120)
+    made = subprocess.run(
+        [sys.executable, str(script), str(earlier / "model.pt"), "4"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert made.returncode == 0, made.stderr
     before = _digest(earlier)
     full = tmp_path / "full"
@@ -219,9 +279,22 @@ def test_model_file_on_a_full_disk_keeps_the_earlier_model(tmp_path):
         '"$3" "$4" "$1/model.pt" 64; echo "rc=$?"; cd "$1" && sha256sum $(ls -A)'
     )
     result = subprocess.run(
-        ["unshare", "-rm", "sh", "-c", shell, "sh", str(full), str(earlier), sys.executable,
-         str(script)],
-        capture_output=True, text=True, encoding="utf-8", timeout=300,
+        [
+            "unshare",
+            "-rm",
+            "sh",
+            "-c",
+            shell,
+            "sh",
+            str(full),
+            str(earlier),
+            sys.executable,
+            str(script),
+        ],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=300,
     )
     assert "rc=2" in result.stdout, (result.stdout, result.stderr)
     assert result.stderr.strip().startswith(
@@ -252,11 +325,16 @@ def test_checkpoint_temporaries_of_a_killed_run_are_removed_by_the_next_checkpoi
     run = tmp_path / "run"
     run.mkdir()
     target = run / "checkpoint.pt"
-    killed = subprocess.run([sys.executable, str(script), str(target), "die"],
-                            capture_output=True, timeout=120)
+    killed = subprocess.run(
+        [sys.executable, str(script), str(target), "die"], capture_output=True, timeout=120
+    )
     assert killed.returncode == -signal.SIGKILL
     assert [p.name.startswith(".checkpoint.pt.") for p in run.iterdir()] == [True]
-    again = subprocess.run([sys.executable, str(script), str(target), "live"],
-                           capture_output=True, text=True, timeout=120)
+    again = subprocess.run(
+        [sys.executable, str(script), str(target), "live"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert again.returncode == 0, again.stderr
     assert [p.name for p in run.iterdir()] == ["checkpoint.pt"]

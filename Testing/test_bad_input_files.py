@@ -26,7 +26,10 @@ from CLADE.demo import SAMPLE_PATH
 def _clade(*args) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "CLADE", *map(str, args)],
-        capture_output=True, text=True, encoding="utf-8", timeout=300,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=300,
     )
 
 
@@ -86,12 +89,14 @@ def _nifti_with_pixdim(path: Path, axis: int, value: float) -> Path:
 
 
 @pytest.mark.parametrize("axis, value", [(2, 0.0), (0, 0.0), (2, -4.0)])
-def test_nifti_zero_or_negative_pixdim_is_refused_naming_the_axis(tmp_path, tiny_model_path, axis,
-                                                                  value):
+def test_nifti_zero_or_negative_pixdim_is_refused_naming_the_axis(
+    tmp_path, tiny_model_path, axis, value
+):
     source = _nifti_with_pixdim(tmp_path / "thick.nii", axis, value)
     _refused(
         _super_resolve(source, tmp_path, tiny_model_path),
-        f"spacing of {value:g} mm along axis {axis}", "pixdim",
+        f"spacing of {value:g} mm along axis {axis}",
+        "pixdim",
     )
 
 
@@ -99,11 +104,15 @@ def test_nifti_zero_or_negative_pixdim_is_refused_naming_the_axis(tmp_path, tiny
 def test_metaimage_zero_or_negative_spacing_is_refused(tmp_path, tiny_model_path, value):
     source = tmp_path / "thick.mha"
     sitk.WriteImage(make_volume(size=(40, 36, 6), spacing=(1.0, 1.0, 4.0)), str(source))
-    data = source.read_bytes().replace(b"ElementSpacing = 1 1 4", b"ElementSpacing = 1 1 " +
-                                       value.encode())
+    data = source.read_bytes().replace(
+        b"ElementSpacing = 1 1 4", b"ElementSpacing = 1 1 " + value.encode()
+    )
     source.write_bytes(data)
-    _refused(_super_resolve(source, tmp_path, tiny_model_path), f"spacing of {value} mm along axis 2",
-             "ElementSpacing")
+    _refused(
+        _super_resolve(source, tmp_path, tiny_model_path),
+        f"spacing of {value} mm along axis 2",
+        "ElementSpacing",
+    )
 
 
 def test_nrrd_zero_space_direction_is_refused(tmp_path, tiny_model_path):
@@ -145,7 +154,9 @@ def test_dicom_series_with_a_missing_slice_is_refused_naming_the_gap(tmp_path, t
     positions = [4.0 * i for i in range(10) if i != 5]  # slice 5 missing: an 8 mm gap
     folder = _dicom_series(tmp_path / "series", positions)
     message = _refused(
-        _super_resolve(folder, tmp_path, tiny_model_path), "unevenly spaced slices", "8 mm apart",
+        _super_resolve(folder, tmp_path, tiny_model_path),
+        "unevenly spaced slices",
+        "8 mm apart",
         "4 mm apart",
     )
     assert "slice004.dcm and slice005.dcm" in message

@@ -23,7 +23,10 @@ from conftest import make_volume
 def _clade(*args) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "CLADE", *map(str, args)],
-        capture_output=True, text=True, encoding="utf-8", timeout=300,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=300,
     )
 
 
@@ -69,8 +72,10 @@ def test_simulate_refuses_bad_numbers_at_the_parser(iso, tmp_path, options, word
         (["--central-fraction", "1.5"], ["--central-fraction", "above 0 up to 1"]),
         (["--edges", "0"], ["--edges", "between 1 and 10000"]),
         (["--edges", "1e9"], ["--edges", "whole number"]),
-        (["--signal-box", "0,0,0,nan,4,4", "--background-box", "0,0,0,2,2,2"],
-         ["--signal-box", "finite"]),
+        (
+            ["--signal-box", "0,0,0,nan,4,4", "--background-box", "0,0,0,2,2,2"],
+            ["--signal-box", "finite"],
+        ),
     ],
 )
 def test_evaluate_refuses_bad_numbers(iso, options, words):
@@ -93,8 +98,8 @@ def _edited_model(tiny_model_path, tmp_path, edit) -> str:
 
 
 @pytest.mark.parametrize(
-    "field, value", [("base_filters", 10**6), ("n_blocks", 10**5), ("base_filters", 0),
-                     ("base_filters", 2.5)]
+    "field, value",
+    [("base_filters", 10**6), ("n_blocks", 10**5), ("base_filters", 0), ("base_filters", 2.5)],
 )
 def test_model_asking_for_an_absurd_architecture_is_refused_before_building(
     tiny_model_path, tmp_path, field, value
@@ -128,12 +133,22 @@ def test_evaluate_blames_a_non_overlapping_reference_on_the_geometry(shared_data
     ct = sitk.ReadImage(str(shared_data / "abdomen_ct_3mm_iso_totalseg.nii.gz"))
     iso = sitk.RegionOfInterest(ct, [64, 64, 36], [20, 15, 40])
     sitk.WriteImage(iso, str(tmp_path / "iso.nii.gz"))
-    assert _clade("simulate", tmp_path / "iso.nii.gz", tmp_path / "thick.nrrd", "--thickness",
-                  9).returncode == 0
+    assert (
+        _clade(
+            "simulate", tmp_path / "iso.nii.gz", tmp_path / "thick.nrrd", "--thickness", 9
+        ).returncode
+        == 0
+    )
     far = sitk.Image(iso)
     far.SetOrigin(tuple(np.array(iso.GetOrigin()) + 2000.0))  # 2 m away: no common voxel
     sitk.WriteImage(far, str(tmp_path / "far.nii.gz"))
-    result = _clade("evaluate", tmp_path / "thick.nrrd", tmp_path / "thick.nrrd", "--reference",
-                    tmp_path / "far.nii.gz", "--resample-to-reference")
+    result = _clade(
+        "evaluate",
+        tmp_path / "thick.nrrd",
+        tmp_path / "thick.nrrd",
+        "--reference",
+        tmp_path / "far.nii.gz",
+        "--resample-to-reference",
+    )
     message = _refused(result, "do not overlap in space", "geometry")
     assert "PIQE" not in message

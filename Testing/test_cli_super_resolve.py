@@ -19,7 +19,11 @@ from CLADE.model_file import build_generator, make_metadata, save_model
 def clade(*args, cwd=None):
     return subprocess.run(
         [sys.executable, "-m", "CLADE", *map(str, args)],
-        capture_output=True, text=True, encoding="utf-8", cwd=cwd, timeout=600,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        cwd=cwd,
+        timeout=600,
     )
 
 
@@ -45,8 +49,17 @@ def test_real_ct_volume_end_to_end(shared_data, tmp_path, tiny_model_path):
     source = shared_data / "abdomen_ct_native_20sl_totalseg.nii.gz"
     source_bytes = source.read_bytes()
     out = tmp_path / "iso.nii.gz"
-    result = clade("super-resolve", source, out, "--model", tiny_model_path, "--stride", "32",
-                   "--output-type", "input")
+    result = clade(
+        "super-resolve",
+        source,
+        out,
+        "--model",
+        tiny_model_path,
+        "--stride",
+        "32",
+        "--output-type",
+        "input",
+    )
     assert result.returncode == 0, result.stderr
     assert "random (untrained) weights" in result.stderr
     summary = result.stdout.strip().splitlines()[-1]
@@ -72,12 +85,15 @@ def test_dicom_folder_input(tmp_path, tiny_model_path):
     for k in range(image.GetDepth()):
         piece = image[:, :, k]
         position = image.TransformIndexToPhysicalPoint((0, 0, k))
-        for tag, value in (("0020|000e", "1.2.826.0.1.3680043.2.1125.1"),
-                           ("0020|000d", "1.2.826.0.1.3680043.2.1125.2"),
-                           ("0020|0032", "\\".join(map(str, position))),
-                           ("0020|0037", "1\\0\\0\\0\\1\\0"),
-                           ("0018|0050", "3.0"), ("0020|0013", str(k + 1)),
-                           ("0008|0060", "MR")):
+        for tag, value in (
+            ("0020|000e", "1.2.826.0.1.3680043.2.1125.1"),
+            ("0020|000d", "1.2.826.0.1.3680043.2.1125.2"),
+            ("0020|0032", "\\".join(map(str, position))),
+            ("0020|0037", "1\\0\\0\\0\\1\\0"),
+            ("0018|0050", "3.0"),
+            ("0020|0013", str(k + 1)),
+            ("0008|0060", "MR"),
+        ):
             piece.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
         writer.Execute(piece)
@@ -92,12 +108,24 @@ def test_version_help_and_module_entry_agree():
     version = clade("--version")
     assert version.returncode == 0 and version.stdout.startswith("clade 0.")
     help_text = clade("super-resolve", "--help").stdout
-    for option in ("--model", "--stride", "--plane", "--thick-axis", "--device", "--batch-size",
-                   "--quiet"):
+    for option in (
+        "--model",
+        "--stride",
+        "--plane",
+        "--thick-axis",
+        "--device",
+        "--batch-size",
+        "--quiet",
+    ):
         assert option in help_text
     script = shutil.which("clade", path=os.path.dirname(sys.executable))
     assert script, "the clade console script is not installed"
-    assert subprocess.run([script, "--version"], capture_output=True, text=True, encoding="utf-8").stdout == version.stdout
+    assert (
+        subprocess.run(
+            [script, "--version"], capture_output=True, text=True, encoding="utf-8"
+        ).stdout
+        == version.stdout
+    )
 
 
 def _write(path, array, spacing=(1.0, 1.0, 4.0)):
@@ -114,14 +142,13 @@ def test_bad_inputs_fail_with_one_sentence(tmp_path, small_volume, tiny_model_pa
         ((tmp_path / "missing.nrrd", out), ["does not exist"]),
         ((_text_file(tmp_path / "notes.nrrd"), out), ["not an image"]),
         ((_write(tmp_path / "flat.png", np.zeros((20, 20), np.uint8)), out), ["2D image"]),
-        ((_write(tmp_path / "vector.nrrd", np.zeros((5, 20, 20, 3), np.float32)), out),
-         ["vector"]),
-        ((_write(tmp_path / "nan.nrrd", np.full((5, 20, 20), np.nan, np.float32)), out),
-         ["NaN"]),
-        ((_write(tmp_path / "iso.nrrd", np.zeros((20, 20, 20), np.float32), (1, 1, 1)), out),
-         ["already nearly isotropic"]),
-        ((_write(tmp_path / "small.nrrd", np.ones((5, 4, 4), np.float32)), out),
-         ["too small"]),
+        ((_write(tmp_path / "vector.nrrd", np.zeros((5, 20, 20, 3), np.float32)), out), ["vector"]),
+        ((_write(tmp_path / "nan.nrrd", np.full((5, 20, 20), np.nan, np.float32)), out), ["NaN"]),
+        (
+            (_write(tmp_path / "iso.nrrd", np.zeros((20, 20, 20), np.float32), (1, 1, 1)), out),
+            ["already nearly isotropic"],
+        ),
+        ((_write(tmp_path / "small.nrrd", np.ones((5, 4, 4), np.float32)), out), ["too small"]),
         ((small_volume, small_volume), ["is the input"]),
         ((small_volume, tmp_path / "no-dir" / "out.nrrd"), ["does not exist"]),
         ((small_volume, tmp_path / "out.xyz"), ["Cannot tell the format"]),
@@ -136,8 +163,10 @@ def test_4d_series_is_refused(tmp_path, tiny_model_path):
     image = sitk.JoinSeries([make_volume(size=(20, 20, 5)), make_volume(size=(20, 20, 5))])
     path = tmp_path / "series.nii.gz"
     sitk.WriteImage(image, str(path))
-    _assert_user_error(clade("super-resolve", path, tmp_path / "o.nrrd", "--model",
-                             tiny_model_path), "4 dimensions")
+    _assert_user_error(
+        clade("super-resolve", path, tmp_path / "o.nrrd", "--model", tiny_model_path),
+        "4 dimensions",
+    )
 
 
 def _text_file(path):
@@ -150,8 +179,9 @@ def test_output_that_cannot_be_written(tmp_path, small_volume, tiny_model_path):
     # "cannot be written" cases here are ones that fail for root too.
     taken = tmp_path / "taken.nrrd"
     taken.mkdir()
-    _assert_user_error(clade("super-resolve", small_volume, taken, "--model", tiny_model_path),
-                       "is a folder")
+    _assert_user_error(
+        clade("super-resolve", small_volume, taken, "--model", tiny_model_path), "is a folder"
+    )
     assert list(taken.iterdir()) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.nrrd"]
 
@@ -160,28 +190,33 @@ def test_unwritable_output_folder_via_file_as_folder(tmp_path, small_volume, tin
     # Works as root too: a path whose parent is a regular file can never be written.
     blocker = tmp_path / "blocker"
     blocker.write_text("x")
-    _assert_user_error(clade("super-resolve", small_volume, blocker / "o.nrrd", "--model",
-                             tiny_model_path), "does not exist")
+    _assert_user_error(
+        clade("super-resolve", small_volume, blocker / "o.nrrd", "--model", tiny_model_path),
+        "does not exist",
+    )
 
 
 def test_bad_models_fail_with_one_sentence(tmp_path, small_volume):
     out = tmp_path / "out.nrrd"
-    _assert_user_error(clade("super-resolve", small_volume, out, "--model", "nonexistent"),
-                       "Unknown model")
+    _assert_user_error(
+        clade("super-resolve", small_volume, out, "--model", "nonexistent"), "Unknown model"
+    )
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"PK\x03\x04 garbage")
     _assert_user_error(clade("super-resolve", small_volume, out, "--model", corrupt), "corrupt")
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(3)}, foreign)
-    _assert_user_error(clade("super-resolve", small_volume, out, "--model", foreign),
-                       "not a CLADE model file")
+    _assert_user_error(
+        clade("super-resolve", small_volume, out, "--model", foreign), "not a CLADE model file"
+    )
     meta = make_metadata("m", "MR", base_filters=4, n_blocks=1)
     mismatched = save_model(tmp_path / "mismatch.pt", build_generator(meta), meta)
     record = torch.load(mismatched, weights_only=True)
     record["metadata"]["architecture"]["n_blocks"] = 3
     torch.save(record, mismatched)
-    _assert_user_error(clade("super-resolve", small_volume, out, "--model", mismatched),
-                       "do not match")
+    _assert_user_error(
+        clade("super-resolve", small_volume, out, "--model", mismatched), "do not match"
+    )
     assert not out.exists()
 
 
@@ -190,22 +225,40 @@ def test_adapt_option_fine_tunes_first_and_keeps_the_grid(shared_data, tmp_path,
     image = sitk.ReadImage(str(shared_data / "abdomen_ct_native_20sl_totalseg.nii.gz"))
     sitk.WriteImage(image[200:296, 200:296, :], str(source))
     plain, adapted = tmp_path / "plain.nrrd", tmp_path / "adapted.nrrd"
-    assert clade("super-resolve", source, plain, "--model", tiny_model_path, "--stride", "16",
-                 "--quiet").returncode == 0
-    result = clade("super-resolve", source, adapted, "--model", tiny_model_path, "--stride",
-                   "16", "--adapt", "20")
+    assert (
+        clade(
+            "super-resolve", source, plain, "--model", tiny_model_path, "--stride", "16", "--quiet"
+        ).returncode
+        == 0
+    )
+    result = clade(
+        "super-resolve",
+        source,
+        adapted,
+        "--model",
+        tiny_model_path,
+        "--stride",
+        "16",
+        "--adapt",
+        "20",
+    )
     assert result.returncode == 0, result.stderr
     assert "adapted to this volume: 20 steps" in result.stderr
     assert "adapt:" in result.stderr  # the progress bar of the adaptation stage
     a, b = sitk.ReadImage(str(plain)), sitk.ReadImage(str(adapted))
     assert (a.GetSize(), a.GetOrigin(), a.GetSpacing(), a.GetDirection()) == (
-        b.GetSize(), b.GetOrigin(), b.GetSpacing(), b.GetDirection())
+        b.GetSize(),
+        b.GetOrigin(),
+        b.GetSpacing(),
+        b.GetDirection(),
+    )
     if "adapted model used" in result.stderr:
         assert not np.array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
     else:
         np.testing.assert_array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
-    bad = clade("super-resolve", source, tmp_path / "x.nrrd", "--model", tiny_model_path,
-                "--adapt", "-3")
+    bad = clade(
+        "super-resolve", source, tmp_path / "x.nrrd", "--model", tiny_model_path, "--adapt", "-3"
+    )
     _assert_user_error(bad, "--adapt", "at least 1")
     assert not (tmp_path / "x.nrrd").exists()
 

@@ -16,7 +16,11 @@ from conftest import make_volume
 def clade(*args, cwd=None, env=None):
     return subprocess.run(
         [sys.executable, "-m", "CLADE", *map(str, args)],
-        capture_output=True, text=True, encoding="utf-8", cwd=cwd, timeout=600,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        cwd=cwd,
+        timeout=600,
         env=env,
     )
 
@@ -58,8 +62,15 @@ def test_cohort_writes_one_output_each_reports_the_broken_file_and_skips_on_reru
     again = clade("super-resolve", cohort, "--out-dir", out, "--model", tiny_model_path)
     assert "0 done, 2 skipped, 1 failed" in again.stdout
     assert (out / "a_clade.nrrd").stat().st_mtime_ns == stamp
-    redo = clade("super-resolve", cohort / "a.nrrd", "--out-dir", out, "--model",
-                 tiny_model_path, "--overwrite")
+    redo = clade(
+        "super-resolve",
+        cohort / "a.nrrd",
+        "--out-dir",
+        out,
+        "--model",
+        tiny_model_path,
+        "--overwrite",
+    )
     assert redo.returncode == 0 and "1 done, 0 skipped, 0 failed" in redo.stdout
     image = sitk.ReadImage(str(out / "b_clade.nii.gz"))
     assert image.GetSize() == (36, 34, 20) and image.GetSpacing() == pytest.approx((1, 1, 1))
@@ -72,20 +83,25 @@ def test_cohort_bad_plans_are_refused_before_any_work(tmp_path, tiny_model_path)
     texts = tmp_path / "texts"
     texts.mkdir()
     (texts / "a.txt").write_text("x")
-    _assert_user_error(clade("super-resolve", texts, "--out-dir", tmp_path / "o"),
-                       "holds no NRRD, NIfTI or MetaImage volume")
+    _assert_user_error(
+        clade("super-resolve", texts, "--out-dir", tmp_path / "o"),
+        "holds no NRRD, NIfTI or MetaImage volume",
+    )
     volume = tmp_path / "v.nrrd"
     sitk.WriteImage(make_volume(size=(36, 34, 5)), str(volume))
     afile = tmp_path / "afile"
     afile.write_text("x")
     _assert_user_error(clade("super-resolve", volume, "--out-dir", afile), "is a file")
-    _assert_user_error(clade("super-resolve", volume, "--out-dir", afile / "sub"),
-                       "cannot be created")
+    _assert_user_error(
+        clade("super-resolve", volume, "--out-dir", afile / "sub"), "cannot be created"
+    )
     other = tmp_path / "other"
     other.mkdir()
     sitk.WriteImage(make_volume(size=(36, 34, 5)), str(other / "v.nrrd"))
-    _assert_user_error(clade("super-resolve", volume, other / "v.nrrd", "--out-dir",
-                             tmp_path / "o2"), "would both be written to")
+    _assert_user_error(
+        clade("super-resolve", volume, other / "v.nrrd", "--out-dir", tmp_path / "o2"),
+        "would both be written to",
+    )
     assert not (tmp_path / "o2" / "v_clade.nrrd").exists()
 
 
@@ -101,8 +117,9 @@ def test_cohort_bad_plans_are_refused_before_any_work(tmp_path, tiny_model_path)
 def test_bad_inference_options_fail_with_one_sentence(tmp_path, tiny_model_path, options, phrase):
     volume = tmp_path / "v.nrrd"
     sitk.WriteImage(make_volume(size=(36, 34, 5)), str(volume))
-    result = clade("super-resolve", volume, tmp_path / "o.nrrd", "--model", tiny_model_path,
-                   *options)
+    result = clade(
+        "super-resolve", volume, tmp_path / "o.nrrd", "--model", tiny_model_path, *options
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert phrase in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.nrrd"]
@@ -111,25 +128,38 @@ def test_bad_inference_options_fail_with_one_sentence(tmp_path, tiny_model_path,
 def test_json_progress_stream_has_stages_in_order_and_a_done_event(tmp_path, tiny_model_path):
     volume = tmp_path / "v.nrrd"
     sitk.WriteImage(make_volume(size=(40, 36, 8)), str(volume))
-    result = clade("super-resolve", volume, tmp_path / "o.nrrd", "--model", tiny_model_path,
-                   "--progress", "json", "--adapt", "3")
+    result = clade(
+        "super-resolve",
+        volume,
+        tmp_path / "o.nrrd",
+        "--model",
+        tiny_model_path,
+        "--progress",
+        "json",
+        "--adapt",
+        "3",
+    )
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]  # every line is JSON
     stages = [e["stage"] for e in events if e["event"] == "progress"]
     assert [s for i, s in enumerate(stages) if i == 0 or stages[i - 1] != s] == [
-        "resample", "adapt", "infer", "write"]
+        "resample",
+        "adapt",
+        "infer",
+        "write",
+    ]
     assert any(e["event"] == "log" and "adapted to this volume" in e["message"] for e in events)
     done = events[-1]
     assert done["event"] == "done" and done["output"] == str((tmp_path / "o.nrrd").resolve())
     assert done["stats"]["tiling"] == "slices"
-    error = clade("super-resolve", tmp_path / "missing.nrrd", tmp_path / "o2.nrrd",
-                  "--progress", "json")
+    error = clade(
+        "super-resolve", tmp_path / "missing.nrrd", tmp_path / "o2.nrrd", "--progress", "json"
+    )
     assert error.returncode == 2
     assert json.loads(error.stdout.splitlines()[-1])["event"] == "error"
 
 
-def test_torchrun_ranks_take_disjoint_shares_and_write_each_output_once(tmp_path,
-                                                                         tiny_model_path):
+def test_torchrun_ranks_take_disjoint_shares_and_write_each_output_once(tmp_path, tiny_model_path):
     folder = tmp_path / "cohort"
     folder.mkdir()
     for index in range(5):
@@ -137,10 +167,32 @@ def test_torchrun_ranks_take_disjoint_shares_and_write_each_output_once(tmp_path
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", "29517", "-m", "CLADE", "super-resolve", str(folder), "--out-dir",
-         str(out), "--model", str(tiny_model_path), "--device", "cpu", "--progress", "json"],
-        capture_output=True, text=True, encoding="utf-8", timeout=600, env=env,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29517",
+            "-m",
+            "CLADE",
+            "super-resolve",
+            str(folder),
+            "--out-dir",
+            str(out),
+            "--model",
+            str(tiny_model_path),
+            "--device",
+            "cpu",
+            "--progress",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=600,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]

@@ -19,7 +19,11 @@ from CLADE.metrics import psnr, ssim, volume_piqe
 
 def _clade(python_exe, *args):
     return subprocess.run(
-        [python_exe, "-m", "CLADE", *map(str, args)], capture_output=True, text=True, encoding="utf-8", timeout=120
+        [python_exe, "-m", "CLADE", *map(str, args)],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=120,
     )
 
 

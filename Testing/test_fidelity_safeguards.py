@@ -27,8 +27,8 @@ def test_residual_generator_adds_a_scaled_correction_to_its_input():
     # Starts near the identity but with a live branch, so the body gets gradients.
     torch.testing.assert_close(generator(x), x + RESIDUAL_GAIN * correction)
     # The gain is fixed: saved with the weights, never trained (a learnt gain collapses to 0).
-    assert 'residual_gain' in generator.state_dict()
-    assert all(name != 'residual_gain' for name, _ in generator.named_parameters())
+    assert "residual_gain" in generator.state_dict()
+    assert all(name != "residual_gain" for name, _ in generator.named_parameters())
     loss = (generator(x) - x.flip(-1)).abs().mean()
     loss.backward()
     assert generator.model[1].weight.grad.abs().sum() > 0
@@ -107,7 +107,11 @@ def test_training_with_safeguards_logs_the_paired_loss_and_exports_a_residual_mo
     for name, extra in (("on", on), ("off", [])):
         out = tmp_path / name
         result = subprocess.run(
-            base + ["--out", str(out)] + extra, capture_output=True, text=True, encoding="utf-8", timeout=600
+            base + ["--out", str(out)] + extra,
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            timeout=600,
         )
         assert result.returncode == 0, result.stderr
         events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
@@ -136,7 +140,11 @@ def _copy_state(network):
 
 def test_warmup_step_trains_only_g_x_on_the_paired_term():
     config = TrainingConfig(
-        base_filters=4, n_blocks=1, disc_filters=4, lambda_paired=5.0, residual=True,
+        base_filters=4,
+        n_blocks=1,
+        disc_filters=4,
+        lambda_paired=5.0,
+        residual=True,
         warmup_epochs=1,
     )
     torch.manual_seed(0)
@@ -144,9 +152,9 @@ def test_warmup_step_trains_only_g_x_on_the_paired_term():
     step = TrainStep(networks, config, torch.device("cpu"))
     before = {name: _copy_state(net) for name, net in networks.items()}
     y = torch.rand(4, 1, 32, 32) * 2 - 1
-    y_degraded = torch.from_numpy(
-        np.stack([degrade_slice(patch[0].numpy(), 4.0) for patch in y])
-    )[:, None]
+    y_degraded = torch.from_numpy(np.stack([degrade_slice(patch[0].numpy(), 4.0) for patch in y]))[
+        :, None
+    ]
     with torch.no_grad():
         expected_paired = float((networks["g_x"](y_degraded) - y).abs().mean())
     values = dict(zip(LOSS_NAMES, step.warmup(y, y_degraded).tolist()))
@@ -193,7 +201,11 @@ def test_paired_ratios_choose_the_simulated_thickness():
 
 def test_data_consistency_compares_slice_profile_blurs_of_input_and_output():
     config = TrainingConfig(
-        base_filters=4, n_blocks=1, disc_filters=4, residual=True, lambda_dc=3.0,
+        base_filters=4,
+        n_blocks=1,
+        disc_filters=4,
+        residual=True,
+        lambda_dc=3.0,
         lambda_ident=0.0,
     )
     torch.manual_seed(0)
@@ -202,14 +214,22 @@ def test_data_consistency_compares_slice_profile_blurs_of_input_and_output():
     y = torch.rand(2, 1, 32, 32) * 2 - 1
     ratios = torch.tensor([3.0, 6.0])
     with torch.no_grad():
-        expected = float((blur_rows(networks["g_x"](x), ratios) - blur_rows(x, ratios)).abs().mean())
-    values = dict(zip(LOSS_NAMES, TrainStep(networks, config, torch.device("cpu"))(
-        x, y, None, ratios
-    ).tolist()))
+        expected = float(
+            (blur_rows(networks["g_x"](x), ratios) - blur_rows(x, ratios)).abs().mean()
+        )
+    values = dict(
+        zip(
+            LOSS_NAMES,
+            TrainStep(networks, config, torch.device("cpu"))(x, y, None, ratios).tolist(),
+        )
+    )
     assert values["dc"] == pytest.approx(expected, rel=1e-5) and expected > 0
     # An identity G_X is perfectly consistent with its input.
     networks["g_x"].residual_gain.zero_()
-    values = dict(zip(LOSS_NAMES, TrainStep(networks, config, torch.device("cpu"))(
-        x, y, None, ratios
-    ).tolist()))
+    values = dict(
+        zip(
+            LOSS_NAMES,
+            TrainStep(networks, config, torch.device("cpu"))(x, y, None, ratios).tolist(),
+        )
+    )
     assert values["dc"] == 0

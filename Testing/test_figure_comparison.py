@@ -21,9 +21,23 @@ from CLADE.geometry import resample_to_isotropic
 def test_demo_figure_is_large_and_mostly_image(tmp_path, tiny_model_path):
     out = tmp_path / "demo"
     result = subprocess.run(
-        [sys.executable, "-m", "CLADE", "demo", "--out", str(out), "--model",
-         str(tiny_model_path), "--stride", "32", "--quiet"],
-        capture_output=True, text=True, encoding="utf-8", timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "CLADE",
+            "demo",
+            "--out",
+            str(out),
+            "--model",
+            str(tiny_model_path),
+            "--stride",
+            "32",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr
     picture = matplotlib.image.imread(out / "comparison.png")
@@ -34,7 +48,10 @@ def test_demo_figure_is_large_and_mostly_image(tmp_path, tiny_model_path):
     white = (picture[..., :3] > 0.97).all(axis=-1).mean()
     assert white < 0.35, f"{white:.0%} of the figure is white"
     assert sorted(p.name for p in out.iterdir()) == [
-        "comparison.png", "metrics.csv", "metrics.json", "pelvis_t2_clade.nii.gz",
+        "comparison.png",
+        "metrics.csv",
+        "metrics.json",
+        "pelvis_t2_clade.nii.gz",
         "pelvis_t2_spline.nii.gz",
     ]
 

@@ -39,8 +39,12 @@ ORIENTATIONS = [
 def _volume(thick_axis, size, direction, thick_spacing=4.0):
     spacing = [0.9, 0.9, 0.9]
     spacing[thick_axis] = thick_spacing
-    return make_volume(size=size, spacing=tuple(spacing), origin=(-20.0, 13.5, 7.25),
-                       direction=tuple(direction.flatten()))
+    return make_volume(
+        size=size,
+        spacing=tuple(spacing),
+        origin=(-20.0, 13.5, 7.25),
+        direction=tuple(direction.flatten()),
+    )
 
 
 @pytest.mark.parametrize("name,thick_axis,size,direction", ORIENTATIONS)

@@ -71,8 +71,9 @@ def _window_errors(result, reference) -> tuple[float, float]:
 
 @pytest.mark.gpu
 @needs_cuda
-@pytest.mark.parametrize("precision, mean_bound, max_bound", [("bfloat16", 2e-3, 2e-2),
-                                                              ("float32", 1e-3, 1e-2)])
+@pytest.mark.parametrize(
+    "precision, mean_bound, max_bound", [("bfloat16", 2e-3, 2e-2), ("float32", 1e-3, 1e-2)]
+)
 @pytest.mark.parametrize("tiling, stride", TILINGS)
 def test_cuda_pipeline_matches_cpu_float32(
     brain, mri_model, cpu_reference, tiling, stride, precision, mean_bound, max_bound
@@ -129,8 +130,12 @@ def _volume() -> sitk.Image:
 
 def _run(model, device: str, **request) -> sitk.Image:
     """The pipeline with a test double: no ensemble, so every batch is one forward."""
-    return run(_volume(), SuperResolutionRequest(model=model, device=device, ensemble="none",
-                                                 precision="float32", **request))
+    return run(
+        _volume(),
+        SuperResolutionRequest(
+            model=model, device=device, ensemble="none", precision="float32", **request
+        ),
+    )
 
 
 def _check_halving(device: str, caplog) -> None:
@@ -186,8 +191,9 @@ def test_out_of_memory_with_one_patch_per_batch_is_one_sentence():
 def test_a_single_out_of_memory_error_on_cuda_halves_once(brain, mri_model, caplog, monkeypatch):
     """The real network on CUDA, its first forward failing: one halving, then the same output."""
     model = LoadedModel(mri_model.generator, mri_model.metadata, mri_model.path)
-    reference = super_resolve(brain, model, tiling="patches", stride=16, device="cuda",
-                              batch_size=64, precision="float32")
+    reference = super_resolve(
+        brain, model, tiling="patches", stride=16, device="cuda", batch_size=64, precision="float32"
+    )
     from CLADE import inference
 
     original = inference.GeneratorRunner.__call__
@@ -201,8 +207,15 @@ def test_a_single_out_of_memory_error_on_cuda_halves_once(brain, mri_model, capl
 
     monkeypatch.setattr(inference.GeneratorRunner, "__call__", fail_once)
     with caplog.at_level(logging.WARNING, logger="CLADE"):
-        result = super_resolve(brain, model, tiling="patches", stride=16, device="cuda",
-                               batch_size=64, precision="float32")
+        result = super_resolve(
+            brain,
+            model,
+            tiling="patches",
+            stride=16,
+            device="cuda",
+            batch_size=64,
+            precision="float32",
+        )
     assert calls["n"] > 1 and result.stats["batch_size"] == 32
     assert "continuing with batch size 32" in caplog.text
     # Other batch sizes may get other cuDNN kernels: the float32-on-CUDA bounds.
@@ -233,8 +246,9 @@ def test_training_steps_on_cuda_change_the_weights():
     from CLADE.training.presets import TrainingConfig
     from CLADE.training.trainer import LOSS_NAMES, TrainStep, build_networks
 
-    config = TrainingConfig.from_preset("mri", batch_size=8, base_filters=8, n_blocks=2,
-                                        disc_filters=8)
+    config = TrainingConfig.from_preset(
+        "mri", batch_size=8, base_filters=8, n_blocks=2, disc_filters=8
+    )
     torch.manual_seed(0)
     networks = build_networks(config)
     before = {k: v.detach().clone() for k, v in networks["g_x"].state_dict().items()}
@@ -258,9 +272,24 @@ def test_cli_super_resolve_on_cuda(brain, tmp_path):
     sitk.WriteImage(brain, str(source))
     out = tmp_path / "iso.nrrd"
     done = subprocess.run(
-        [sys.executable, "-m", "CLADE", "super-resolve", str(source), str(out), "--model", "mri",
-         "--device", "cuda", "--progress", "json"],
-        capture_output=True, text=True, encoding="utf-8", timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "CLADE",
+            "super-resolve",
+            str(source),
+            str(out),
+            "--model",
+            "mri",
+            "--device",
+            "cuda",
+            "--progress",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=300,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert done.returncode == 0, done.stderr[-3000:]

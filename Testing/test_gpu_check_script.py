@@ -15,17 +15,29 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 #: What the issue asks gpu.json to hold, and what the dry run must fill in.
-REQUIRED_KEYS = ("device", "torch", "cuda_tests_passed", "cuda_tests_failed",
-                 "paper_mri_seconds", "paper_ct_seconds", "training_pairs_per_second")
+REQUIRED_KEYS = (
+    "device",
+    "torch",
+    "cuda_tests_passed",
+    "cuda_tests_failed",
+    "paper_mri_seconds",
+    "paper_ct_seconds",
+    "training_pairs_per_second",
+)
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_cpu_dry_run_writes_every_result(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--cpu-dry-run"],
-                          capture_output=True, text=True, encoding="utf-8", env=env,
-                          timeout=480)
+    done = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--cpu-dry-run"],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=env,
+        timeout=480,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((out / "gpu.json").read_text(encoding="utf-8"))
     log = (out / "gpu-log.txt").read_text(encoding="utf-8")
@@ -39,7 +51,9 @@ def test_cpu_dry_run_writes_every_result(tmp_path):
     assert results["paper_mri_seconds"] is None and results["paper_ct_seconds"] is None
     assert results["adapt_500_seconds"] is None
     assert {(r["case"], r["setting"]) for r in results["inference_rows"]} == {
-        ("smoke", "paper"), ("smoke", "default")}
+        ("smoke", "paper"),
+        ("smoke", "default"),
+    }
     assert results["training_pairs_per_second"] > 0
     assert results["ddp"]["ddp_one_rank"]["wrapped"] == "DistributedDataParallel"
     assert results["ddp"]["torchrun_one_process"]["exit_code"] == 0

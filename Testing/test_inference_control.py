@@ -19,8 +19,9 @@ def test_progress_is_monotonic_and_ends_at_one_with_an_eta(tiny_model_path):
     model = load_model(tiny_model_path)
     image = make_volume(size=(40, 48, 10), spacing=(1.0, 1.0, 4.0))
     reports = []
-    result = super_resolve(image, model, stride=4, batch_size=50, device="cpu",
-                           progress=reports.append)
+    result = super_resolve(
+        image, model, stride=4, batch_size=50, device="cpu", progress=reports.append
+    )
     fractions = [r.fraction for r in reports]
     infer = [r for r in reports if r.stage == "infer" and r.done > 0]
     assert [r.stage for r in reports][0] == "resample" and len(infer) > 5
@@ -39,8 +40,15 @@ def test_cancel_stops_between_batches_and_returns_nothing(tiny_model_path):
         return [r for r in reports if r.stage == "infer" and r.done > 0]
 
     with pytest.raises(Cancelled):
-        super_resolve(image, model, stride=4, batch_size=50, device="cpu",
-                      progress=reports.append, cancel=lambda: len(batches()) >= 3)
+        super_resolve(
+            image,
+            model,
+            stride=4,
+            batch_size=50,
+            device="cpu",
+            progress=reports.append,
+            cancel=lambda: len(batches()) >= 3,
+        )
     assert len(batches()) == 3  # stopped at the first check after the third batch
     np.testing.assert_array_equal(sitk.GetArrayFromImage(image), before)  # input untouched
 

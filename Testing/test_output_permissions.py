@@ -29,9 +29,22 @@ def test_cli_output_is_readable_by_the_group_under_umask_022(tmp_path, tiny_mode
     sitk.WriteImage(make_volume(size=(40, 36, 6), spacing=(1.0, 1.0, 4.0)), str(source))
     out = tmp_path / "iso.nii.gz"
     result = subprocess.run(
-        [sys.executable, "-m", "CLADE", "super-resolve", str(source), str(out),
-         "--model", str(tiny_model_path), "--stride", "32"],
-        capture_output=True, text=True, encoding="utf-8", timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "CLADE",
+            "super-resolve",
+            str(source),
+            str(out),
+            "--model",
+            str(tiny_model_path),
+            "--stride",
+            "32",
+        ],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=600,
         preexec_fn=lambda: os.umask(0o022),
     )
     assert result.returncode == 0, result.stderr
@@ -56,7 +69,9 @@ def test_reserved_temporaries_never_clobber_and_publish_replaces(tmp_path):
     target.write_text("previous")
     names = {reserve_temporary(target, ".partial.nii.gz") for _ in range(20)}
     assert len(names) == 20  # each a new file: O_EXCL never hands out an existing name
-    assert all(n.name.endswith(".partial.nii.gz") and n.name.startswith(".out.nii.gz.") for n in names)
+    assert all(
+        n.name.endswith(".partial.nii.gz") and n.name.startswith(".out.nii.gz.") for n in names
+    )
     assert target.read_text() == "previous"  # reserving does not touch the final file
     first = sorted(names)[0]
     first.write_text("new")

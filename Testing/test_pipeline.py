@@ -108,8 +108,12 @@ def test_stages_come_in_order_and_the_fraction_rises_to_one(tmp_path):
     source = tmp_path / "in.nrrd"
     sitk.WriteImage(image, str(source))
     reports = []
-    super_resolve_file(source, tmp_path / "out.nrrd", SuperResolutionRequest(
-        model=known_model(), device="cpu"), progress=reports.append)
+    super_resolve_file(
+        source,
+        tmp_path / "out.nrrd",
+        SuperResolutionRequest(model=known_model(), device="cpu"),
+        progress=reports.append,
+    )
     stages = [r.stage for r in reports]
     assert stages == sorted(stages, key=progress.STAGES.index)
     assert set(stages) == {"resample", "infer", "write"}
@@ -128,9 +132,13 @@ def test_cancel_during_each_stage_writes_nothing(tmp_path, stage):
     seen = []
     request = SuperResolutionRequest(model=model, device="cpu", adapt_steps=3)
     with pytest.raises(Cancelled):
-        super_resolve_file(source, tmp_path / "out.nrrd", request,
-                           progress=lambda info: seen.append(info.stage),
-                           cancel=lambda: stage in seen)
+        super_resolve_file(
+            source,
+            tmp_path / "out.nrrd",
+            request,
+            progress=lambda info: seen.append(info.stage),
+            cancel=lambda: stage in seen,
+        )
     assert stage in seen
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nrrd"]  # no output, no temporary
     assert source.read_bytes() == before
@@ -144,8 +152,11 @@ def test_adaptation_shares_the_one_resampling_and_matches_adapting_alone(monkeyp
     image = make_volume(size=(48, 48, 10), spacing=(1.0, 1.0, 4.0))
     calls = []
     original = pipeline.resample_to_isotropic_array
-    monkeypatch.setattr(pipeline, "resample_to_isotropic_array",
-                        lambda *a, **k: calls.append(1) or original(*a, **k))
+    monkeypatch.setattr(
+        pipeline,
+        "resample_to_isotropic_array",
+        lambda *a, **k: calls.append(1) or original(*a, **k),
+    )
     result = run(image, SuperResolutionRequest(model=model, device="cpu", adapt_steps=4))
     alone = adapt_to_volume(image, model, steps=4, device="cpu")
     assert len(calls) == 1

@@ -30,10 +30,21 @@ def test_mri_and_ct_are_shipped_with_matching_checksums():
         assert next(model.generator.parameters()).dtype.is_floating_point
 
 
-@pytest.mark.parametrize("name,source,crop", [
-    ("mri", "mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain2.nrrd", (slice(96, 160), slice(96, 160), slice(None))),
-    ("ct", "abdomen_ct_native_20sl_totalseg.nii.gz", (slice(200, 264), slice(200, 264), slice(None))),
-])
+@pytest.mark.parametrize(
+    "name,source,crop",
+    [
+        (
+            "mri",
+            "mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain2.nrrd",
+            (slice(96, 160), slice(96, 160), slice(None)),
+        ),
+        (
+            "ct",
+            "abdomen_ct_native_20sl_totalseg.nii.gz",
+            (slice(200, 264), slice(200, 264), slice(None)),
+        ),
+    ],
+)
 def test_shipped_model_super_resolves_a_real_volume(shared_data, name, source, crop):
     image = sitk.ReadImage(str(shared_data / source))[crop]
     before = sitk.GetArrayFromImage(image).copy()
@@ -70,7 +81,10 @@ def test_clade_demo_writes_its_outputs(tmp_path):
     out = tmp_path / "demo"
     result = subprocess.run(
         [sys.executable, "-m", "CLADE", "demo", "--out", str(out), "--quiet", "--stride", "24"],
-        capture_output=True, text=True, encoding="utf-8", timeout=900,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr
     assert "random (untrained)" not in result.stderr

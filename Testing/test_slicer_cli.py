@@ -47,10 +47,14 @@ def test_descriptor_declares_what_the_script_reads():
     actions = {a.dest: a for a in parser._actions if a.dest != "help"}
     assert set(parameters) == set(actions)
     # Images are positional, in index order; options use the declared long flags and defaults.
-    positional = sorted((int(e.findtext("index")), name) for name, e in parameters.items()
-                        if e.find("index") is not None)
-    assert [name for _, name in positional] == [a.dest for a in parser._actions
-                                                if not a.option_strings and a.dest != "help"]
+    positional = sorted(
+        (int(e.findtext("index")), name)
+        for name, e in parameters.items()
+        if e.find("index") is not None
+    )
+    assert [name for _, name in positional] == [
+        a.dest for a in parser._actions if not a.option_strings and a.dest != "help"
+    ]
     assert parameters["inputVolume"].findtext("channel") == "input"
     assert parameters["outputVolume"].findtext("channel") == "output"
     for name, element in parameters.items():
@@ -81,17 +85,28 @@ def makeThickFile(path, size=(40, 36, 8)):
 
 
 def runScript(script, args, env=None, cwd=None):
-    return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True,
-                          text=True, encoding="utf-8", timeout=180, env=env, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, str(script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=180,
+        env=env,
+        cwd=cwd,
+    )
 
 
 def checkRun(result, inputImage, outputPath):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("<filter-start>") and lines[0].endswith("</filter-start>")
-    progress = [float(m.group(1)) for m in
-                (re.fullmatch(r"<filter-progress>([0-9.]+)</filter-progress>", line)
-                 for line in lines) if m]
+    progress = [
+        float(m.group(1))
+        for m in (
+            re.fullmatch(r"<filter-progress>([0-9.]+)</filter-progress>", line) for line in lines
+        )
+        if m
+    ]
     assert len(progress) >= 3 and progress == sorted(progress) and progress[-1] == 1.0
     assert any(line.startswith("<filter-end>") for line in lines)
     output = sitk.ReadImage(str(outputPath))
@@ -101,14 +116,31 @@ def checkRun(result, inputImage, outputPath):
     assert output.GetOrigin() == pytest.approx((3.0, -2.0, 10.0 - 1.5))
 
 
-@pytest.mark.parametrize("options", [["--tiling", "patches", "--stride", "8"],
-                                     ["--tiling", "slices", "--ensemble", "flips",
-                                      "--precision", "float32"]])
-def test_script_super_resolves_a_file_with_slicer_progress_lines(tmp_path, tiny_model_path,
-                                                                 options):
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--tiling", "patches", "--stride", "8"],
+        ["--tiling", "slices", "--ensemble", "flips", "--precision", "float32"],
+    ],
+)
+def test_script_super_resolves_a_file_with_slicer_progress_lines(
+    tmp_path, tiny_model_path, options
+):
     inputImage = makeThickFile(tmp_path / "in.nrrd")
-    result = runScript(SCRIPT, ["--model", tiny_model_path, *options, "--device", "cpu",
-                                "--plane", "auto", tmp_path / "in.nrrd", tmp_path / "out.nrrd"])
+    result = runScript(
+        SCRIPT,
+        [
+            "--model",
+            tiny_model_path,
+            *options,
+            "--device",
+            "cpu",
+            "--plane",
+            "auto",
+            tmp_path / "in.nrrd",
+            tmp_path / "out.nrrd",
+        ],
+    )
     checkRun(result, inputImage, tmp_path / "out.nrrd")
 
 
@@ -117,19 +149,48 @@ def test_script_gives_the_same_voxels_as_the_pipeline(tmp_path, tiny_model_path)
     from CLADE.pipeline import SuperResolutionRequest, super_resolve_file
 
     makeThickFile(tmp_path / "in.nrrd")
-    result = runScript(SCRIPT, ["--model", tiny_model_path, "--tiling", "slices", "--device",
-                                "cpu", tmp_path / "in.nrrd", tmp_path / "out.nrrd"])
+    result = runScript(
+        SCRIPT,
+        [
+            "--model",
+            tiny_model_path,
+            "--tiling",
+            "slices",
+            "--device",
+            "cpu",
+            tmp_path / "in.nrrd",
+            tmp_path / "out.nrrd",
+        ],
+    )
     assert result.returncode == 0, result.stderr
-    super_resolve_file(tmp_path / "in.nrrd", tmp_path / "direct.nrrd", SuperResolutionRequest(
-        model=str(tiny_model_path), tiling="slices", device="cpu"))
-    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out.nrrd"))),
-                                  sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "direct.nrrd"))))
+    super_resolve_file(
+        tmp_path / "in.nrrd",
+        tmp_path / "direct.nrrd",
+        SuperResolutionRequest(model=str(tiny_model_path), tiling="slices", device="cpu"),
+    )
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out.nrrd"))),
+        sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "direct.nrrd"))),
+    )
 
 
 def test_script_adapts_first_when_asked(tmp_path, tiny_model_path):
     inputImage = makeThickFile(tmp_path / "in.nrrd", size=(40, 36, 8))
-    result = runScript(SCRIPT, ["--model", tiny_model_path, "--tiling", "slices", "--device",
-                                "cpu", "--adapt", "10", tmp_path / "in.nrrd", tmp_path / "out.nrrd"])
+    result = runScript(
+        SCRIPT,
+        [
+            "--model",
+            tiny_model_path,
+            "--tiling",
+            "slices",
+            "--device",
+            "cpu",
+            "--adapt",
+            "10",
+            tmp_path / "in.nrrd",
+            tmp_path / "out.nrrd",
+        ],
+    )
     checkRun(result, inputImage, tmp_path / "out.nrrd")
     assert "CLADE: adapted to this volume: 10 steps" in result.stdout
 
@@ -139,11 +200,26 @@ def test_script_without_torch_says_so_in_one_sentence(tmp_path):
     missing torch ended in a ModuleNotFoundError traceback."""
     makeThickFile(tmp_path / "in.nrrd")
     # sys.modules["torch"] = None makes `import torch` fail as if it were not installed.
-    code = ("import runpy, sys; sys.modules['torch'] = None; sys.argv = sys.argv[1:]; "
-            "runpy.run_path(sys.argv[0], run_name='__main__')")
-    result = subprocess.run([sys.executable, "-c", code, str(SCRIPT), "--model", "mri",
-                             str(tmp_path / "in.nrrd"), str(tmp_path / "out.nrrd")],
-                            capture_output=True, text=True, encoding="utf-8", timeout=120)
+    code = (
+        "import runpy, sys; sys.modules['torch'] = None; sys.argv = sys.argv[1:]; "
+        "runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(SCRIPT),
+            "--model",
+            "mri",
+            str(tmp_path / "in.nrrd"),
+            str(tmp_path / "out.nrrd"),
+        ],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=120,
+    )
     assert result.returncode == 1
     assert result.stderr.strip() == loadScriptModule().TORCH_MISSING
     assert "Traceback" not in result.stderr
@@ -152,8 +228,9 @@ def test_script_without_torch_says_so_in_one_sentence(tmp_path):
 
 def test_script_reports_a_user_error_without_traceback(tmp_path):
     makeThickFile(tmp_path / "in.nrrd")
-    result = runScript(SCRIPT, ["--model", tmp_path / "missing.pt", tmp_path / "in.nrrd",
-                                tmp_path / "out.nrrd"])
+    result = runScript(
+        SCRIPT, ["--model", tmp_path / "missing.pt", tmp_path / "in.nrrd", tmp_path / "out.nrrd"]
+    )
     assert result.returncode == 2
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out.nrrd").exists()
@@ -178,8 +255,10 @@ def stageInstalledLayout(root: Path, config: str = "") -> tuple[Path, Path]:
     cliModules.mkdir(parents=True)
     for name in ("CLADESuperResolutionCLI.py", "CLADESuperResolutionCLI.xml"):
         shutil.copy2(CLI_DIR / name, cliModules / name)
-    for relative in cmakeList(REPO / "CMakeLists.txt", "CLADE_CORE_PYTHON_SCRIPTS") + \
-            cmakeList(REPO / "CMakeLists.txt", "CLADE_CORE_RESOURCES")[:1]:
+    for relative in (
+        cmakeList(REPO / "CMakeLists.txt", "CLADE_CORE_PYTHON_SCRIPTS")
+        + cmakeList(REPO / "CMakeLists.txt", "CLADE_CORE_RESOURCES")[:1]
+    ):
         target = scripted / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / relative, target)
@@ -193,17 +272,38 @@ def test_core_import_works_from_the_installed_layout(tmp_path, tiny_model_path, 
     cliModules, scripted = stageInstalledLayout(tmp_path / "Extension", config)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CLADE_CORE_PATH")}
     probe = subprocess.run(
-        [sys.executable, "-c",
-         "import sys; sys.path.insert(0, sys.argv[1]); import CLADESuperResolutionCLI as m; "
-         "print(m.locateCore()); import CLADE, CLADE.inference; print(CLADE.__file__)",
-         str(cliModules)],
-        capture_output=True, text=True, encoding="utf-8", env=env, cwd=tmp_path, timeout=120)
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.path.insert(0, sys.argv[1]); import CLADESuperResolutionCLI as m; "
+            "print(m.locateCore()); import CLADE, CLADE.inference; print(CLADE.__file__)",
+            str(cliModules),
+        ],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert probe.returncode == 0, probe.stderr
     located, imported = probe.stdout.split()
     assert Path(located) == scripted.resolve()
     assert Path(imported).resolve().is_relative_to(scripted.resolve())
     inputImage = makeThickFile(tmp_path / "in.nrrd")
-    result = runScript(cliModules / "CLADESuperResolutionCLI.py",
-                       ["--model", tiny_model_path, "--tiling", "slices", "--device", "cpu",
-                        tmp_path / "in.nrrd", tmp_path / "out.nrrd"], env=env, cwd=tmp_path)
+    result = runScript(
+        cliModules / "CLADESuperResolutionCLI.py",
+        [
+            "--model",
+            tiny_model_path,
+            "--tiling",
+            "slices",
+            "--device",
+            "cpu",
+            tmp_path / "in.nrrd",
+            tmp_path / "out.nrrd",
+        ],
+        env=env,
+        cwd=tmp_path,
+    )
     checkRun(result, inputImage, tmp_path / "out.nrrd")

@@ -39,8 +39,9 @@ def scene():
 def obliqueFlippedIjkToRas(spacing=(0.9, 1.1, 4.0), origin=(12.0, -30.0, 7.5)):
     """An IJK-to-RAS matrix with a flipped i axis, swapped j/k roles and a 20 degree tilt."""
     angle = np.deg2rad(20)
-    rotation = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0],
-                         [-np.sin(angle), 0, np.cos(angle)]])
+    rotation = np.array(
+        [[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]]
+    )
     axes = np.array([[-1.0, 0, 0], [0, 0, 1.0], [0, 1.0, 0]]).T  # i -> -R, j -> S, k -> A
     matrix = np.eye(4)
     matrix[:3, :3] = rotation @ axes @ np.diag(spacing)
@@ -49,8 +50,9 @@ def obliqueFlippedIjkToRas(spacing=(0.9, 1.1, 4.0), origin=(12.0, -30.0, 7.5)):
 
 
 def addVolume(scene, array, ijkToRas, name="thick", nodeClass=None):
-    return slicer.util.addVolumeFromArray(array, ijkToRAS=ijkToRas, name=name,
-                                          nodeClassName=nodeClass)
+    return slicer.util.addVolumeFromArray(
+        array, ijkToRAS=ijkToRas, name=name, nodeClassName=nodeClass
+    )
 
 
 def smoothArray(shape=(8, 36, 40), seed=0):
@@ -126,10 +128,12 @@ def test_image_to_node_round_trip(scene):
     image = VolumeConversion.imageFromVolumeNode(node)
     other = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
     VolumeConversion.updateVolumeNodeFromImage(other, image)
-    np.testing.assert_allclose(VolumeConversion.ijkToRasArray(other),
-                               VolumeConversion.ijkToRasArray(node), atol=1e-9)
-    np.testing.assert_array_equal(slicer.util.arrayFromVolume(other),
-                                  slicer.util.arrayFromVolume(node))
+    np.testing.assert_allclose(
+        VolumeConversion.ijkToRasArray(other), VolumeConversion.ijkToRasArray(node), atol=1e-9
+    )
+    np.testing.assert_array_equal(
+        slicer.util.arrayFromVolume(other), slicer.util.arrayFromVolume(node)
+    )
 
 
 # -- the logic, in process, with the tiny model (through CLADE.pipeline.run) -----------------
@@ -144,7 +148,8 @@ def test_super_resolve_node_follows_core_grid_and_keeps_input(scene, tiny_model_
     before = np.array(slicer.util.arrayFromVolume(node), copy=True)
 
     output, result = superResolveInProcess(
-        node, SuperResolutionOptions(model=str(tiny_model_path), device="cpu"))
+        node, SuperResolutionOptions(model=str(tiny_model_path), device="cpu")
+    )
     stats = result.stats
 
     expected, dims = expectedIsotropicIjkToRas(ijkToRas, array.shape)
@@ -163,8 +168,9 @@ def test_super_resolve_node_follows_core_grid_and_keeps_input(scene, tiny_model_
 def test_super_resolve_into_existing_node_and_refuses_input_as_output(scene, tiny_model_path):
     node = addVolume(scene, smoothArray(), np.diag([1.0, 1.0, 4.0, 1.0]))
     target = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "target")
-    options = SuperResolutionOptions(model=str(tiny_model_path), device="cpu", tiling="patches",
-                                     stride=16)
+    options = SuperResolutionOptions(
+        model=str(tiny_model_path), device="cpu", tiling="patches", stride=16
+    )
     output, _ = superResolveInProcess(node, options, outputNode=target)
     assert output is target and slicer.util.arrayFromVolume(target).shape == (32, 36, 40)
     with pytest.raises(ValueError, match="differ from the input"):
@@ -177,22 +183,28 @@ def test_cancelled_in_process_run_creates_no_node(scene, tiny_model_path):
     node = addVolume(scene, smoothArray(), np.diag([1.0, 1.0, 4.0, 1.0]))
     count = scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
     with pytest.raises(Cancelled):
-        superResolveInProcess(node, SuperResolutionOptions(model=str(tiny_model_path),
-                                                           device="cpu"), cancel=lambda: True)
+        superResolveInProcess(
+            node,
+            SuperResolutionOptions(model=str(tiny_model_path), device="cpu"),
+            cancel=lambda: True,
+        )
     assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == count
     # Cancelled while adapting to the volume (before any patch is super-resolved).
     with pytest.raises(Cancelled):
-        superResolveInProcess(node, SuperResolutionOptions(model=str(tiny_model_path),
-                                                           device="cpu", adaptSteps=50),
-                              cancel=lambda: True)
+        superResolveInProcess(
+            node,
+            SuperResolutionOptions(model=str(tiny_model_path), device="cpu", adaptSteps=50),
+            cancel=lambda: True,
+        )
     assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == count
     # And without cancel the adapted run lands on the same grid as the plain one.
     options = SuperResolutionOptions(model=str(tiny_model_path), device="cpu", tiling="slices")
     plain, _ = superResolveInProcess(node, options)
     options.adaptSteps = 5
     adapted, _ = superResolveInProcess(node, options)
-    np.testing.assert_allclose(VolumeConversion.ijkToRasArray(adapted),
-                               VolumeConversion.ijkToRasArray(plain))
+    np.testing.assert_allclose(
+        VolumeConversion.ijkToRasArray(adapted), VolumeConversion.ijkToRasArray(plain)
+    )
     assert slicer.util.arrayFromVolume(adapted).shape == slicer.util.arrayFromVolume(plain).shape
 
 
@@ -203,17 +215,28 @@ def test_input_validation_reasons(scene):
     assert InputValidation.validateInputVolume(None) == (False, "Select an input volume.")
     good = addVolume(scene, smoothArray(), np.diag([1.0, 1.0, 4.0, 1.0]), name="good")
     assert InputValidation.validateInputVolume(good) == (True, "")
-    label = addVolume(scene, np.ones((8, 20, 20), np.uint8), np.diag([1.0, 1.0, 4.0, 1.0]),
-                      name="seg", nodeClass="vtkMRMLLabelMapVolumeNode")
+    label = addVolume(
+        scene,
+        np.ones((8, 20, 20), np.uint8),
+        np.diag([1.0, 1.0, 4.0, 1.0]),
+        name="seg",
+        nodeClass="vtkMRMLLabelMapVolumeNode",
+    )
     assert "label map" in InputValidation.validateInputVolume(label)[1]
-    vector = addVolume(scene, np.ones((8, 20, 20, 3), np.uint8), np.diag([1.0, 1.0, 4.0, 1.0]),
-                       name="rgb", nodeClass="vtkMRMLVectorVolumeNode")
+    vector = addVolume(
+        scene,
+        np.ones((8, 20, 20, 3), np.uint8),
+        np.diag([1.0, 1.0, 4.0, 1.0]),
+        name="rgb",
+        nodeClass="vtkMRMLVectorVolumeNode",
+    )
     assert "vector" in InputValidation.validateInputVolume(vector)[1]
     iso = addVolume(scene, smoothArray((20, 20, 20)), np.diag([1.0, 1.0, 1.1, 1.0]), name="iso")
     ok, why = InputValidation.validateInputVolume(iso)
     assert not ok and "isotropic" in why
-    flat = addVolume(scene, np.ones((1, 20, 20), np.float32), np.diag([1.0, 1.0, 4.0, 1.0]),
-                     name="flat")
+    flat = addVolume(
+        scene, np.ones((1, 20, 20), np.float32), np.diag([1.0, 1.0, 4.0, 1.0]), name="flat"
+    )
     ok, why = InputValidation.validateInputVolume(flat)
     assert not ok and "2D" in why
     empty = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
@@ -254,11 +277,15 @@ def test_training_validation(scene, tmp_path):
 def test_model_choices_and_validation(tmp_path, tiny_model_path):
     manifest = tmp_path / "manifest.json"
     (tmp_path / "mri.pt").write_bytes(b"weights")
-    manifest.write_text('{"models": [{"name": "mri", "file": "mri.pt", "description": "MR"},'
-                        ' {"name": "ct", "file": "missing.pt"}]}')
+    manifest.write_text(
+        '{"models": [{"name": "mri", "file": "mri.pt", "description": "MR"},'
+        ' {"name": "ct", "file": "missing.pt"}]}'
+    )
     choices = ModelCatalog.modelChoices(manifest, [tiny_model_path, tmp_path / "gone.pt"])
     assert [(c.kind, c.value) for c in choices] == [
-        ("shipped", "mri"), ("file", str(tiny_model_path))]
+        ("shipped", "mri"),
+        ("file", str(tiny_model_path)),
+    ]
     assert ModelCatalog.validateModelChoice(choices[0], ["mri"]) == (True, "")
     assert ModelCatalog.validateModelChoice(choices[1]) == (True, "")
     assert "No model is shipped" in ModelCatalog.validateModelChoice(None, [])[1]
@@ -326,8 +353,11 @@ def test_accepted_install_uses_pytorchutils_then_pip_never_numpy_or_simpleitk():
 
 def test_failed_torch_install_is_reported():
     installer = Dependencies.DependencyInstaller(
-        confirm=lambda q: True, installTorch=lambda req: None, pipInstall=lambda r: None,
-        isInstalled=lambda name: name != "torch")
+        confirm=lambda q: True,
+        installTorch=lambda req: None,
+        pipInstall=lambda r: None,
+        isInstalled=lambda name: name != "torch",
+    )
     assert installer.ensure() == (False, Dependencies.TORCH_DECLINED)
 
 
@@ -338,12 +368,25 @@ def test_training_events_fill_table_and_chart_nodes(scene):
     curves = Training.TrainingCurves()
     events = [{"event": "start", "steps_per_epoch": 10, "device": "cpu"}]
     for step in range(1, 21, 5):
-        events.append({"event": "step", "epoch": 1 + (step - 1) // 10, "global_step": step,
-                       "steps_per_epoch": 10, "progress": step / 20, "eta_s": 20 - step,
-                       "losses": {"g_total": 3.0 / step, "cyc": 1.0 / step, "gmap": 0.5}})
+        events.append(
+            {
+                "event": "step",
+                "epoch": 1 + (step - 1) // 10,
+                "global_step": step,
+                "steps_per_epoch": 10,
+                "progress": step / 20,
+                "eta_s": 20 - step,
+                "losses": {"g_total": 3.0 / step, "cyc": 1.0 / step, "gmap": 0.5},
+            }
+        )
         if step in (6, 16):
-            events.append({"event": "validation", "epoch": 1 + step // 10,
-                           "metrics": {"piqe": 40.0 - step, "psnr": 20.0}})
+            events.append(
+                {
+                    "event": "validation",
+                    "epoch": 1 + step // 10,
+                    "metrics": {"piqe": 40.0 - step, "psnr": 20.0},
+                }
+            )
     changed = [curves.addEvent(e) for e in events]
     assert changed.count(True) == 6
     nodes = curves.updateNodes(scene)
@@ -351,13 +394,15 @@ def test_training_events_fill_table_and_chart_nodes(scene):
     assert table.GetNumberOfRows() == 4
     steps = slicer.util.arrayFromTableColumn(nodes["lossTable"], "step")
     np.testing.assert_array_equal(steps, [1, 6, 11, 16])
-    np.testing.assert_allclose(slicer.util.arrayFromTableColumn(nodes["lossTable"], "cyc"),
-                               [1.0, 1 / 6, 1 / 11, 1 / 16])
+    np.testing.assert_allclose(
+        slicer.util.arrayFromTableColumn(nodes["lossTable"], "cyc"), [1.0, 1 / 6, 1 / 11, 1 / 16]
+    )
     assert np.isnan(slicer.util.arrayFromTableColumn(nodes["lossTable"], "d_x")).all()
     metric = slicer.util.arrayFromTableColumn(nodes["metricTable"], "validation piqe")
     np.testing.assert_allclose(metric, [34.0, 24.0])
     np.testing.assert_allclose(
-        slicer.util.arrayFromTableColumn(nodes["metricTable"], "step"), [10, 20])
+        slicer.util.arrayFromTableColumn(nodes["metricTable"], "step"), [10, 20]
+    )
     chart = nodes["chart"]
     assert chart.GetNumberOfPlotSeriesNodes() == len(Training.PLOTTED_LOSSES) + 1
     # A later update refills the same nodes instead of adding new ones.
@@ -374,19 +419,34 @@ def test_training_presets_match_the_core():
     for name, ours in Training.PRESETS.items():
         core = presets.PRESETS[name]
         assert (ours["lambdaCyc"], ours["lambdaIdent"], ours["lambdaGmap"], ours["batchSize"]) == (
-            core["lambda_cyc"], core["lambda_ident"], core["lambda_gmap"], core["batch_size"])
+            core["lambda_cyc"],
+            core["lambda_ident"],
+            core["lambda_gmap"],
+            core["batch_size"],
+        )
 
 
 def test_training_command_line(scene, tmp_path):
     node = addVolume(scene, smoothArray(), np.diag([1.0, 1.0, 4.0, 1.0]), name="vol A")
-    job = Training.TrainingJob([node], "", tmp_path / "out",
-                               Training.TrainingOptions(preset="ct", epochs=2, lambdaGmap=7.5),
-                               python="python")
+    job = Training.TrainingJob(
+        [node],
+        "",
+        tmp_path / "out",
+        Training.TrainingOptions(preset="ct", epochs=2, lambdaGmap=7.5),
+        python="python",
+    )
     command = job.command([tmp_path / "a.nrrd"], tmp_path / "val.nrrd")
     assert command[:5] == ["python", "-m", "CLADE", "train", str(tmp_path / "a.nrrd")]
     text = " ".join(command)
-    for expected in ("--out", "--preset ct", "--epochs 2", "--lambda-gmap 7.5", "--events",
-                     "--val", "--patches-per-slice 4"):
+    for expected in (
+        "--out",
+        "--preset ct",
+        "--epochs 2",
+        "--lambda-gmap 7.5",
+        "--events",
+        "--val",
+        "--patches-per-slice 4",
+    ):
         assert expected in text
 
 
@@ -400,7 +460,7 @@ def test_sample_volume_registration_arguments(tmp_path):
     arguments = SampleVolume.sampleDataSourceArguments(coreDir, tmp_path)
     assert arguments is not None, "the sample volume is missing from CLADE/sample_data"
     assert arguments["uris"].startswith("file://")
-    assert Path(arguments["uris"][len("file://"):]).is_file()
+    assert Path(arguments["uris"][len("file://") :]).is_file()
     assert SampleVolume.sampleDataSourceArguments(tmp_path, tmp_path) is None
     # The sample is a thick-slice volume the module accepts.
     image = sitk.ReadImage(str(SampleVolume.samplePath(coreDir)))
@@ -415,21 +475,30 @@ def test_an_old_torch_is_offered_an_update_through_pytorchutils():
         confirm=lambda question: calls.append(("confirm", question)) or True,
         installTorch=lambda req: calls.append(("torch", req)) or object(),
         pipInstall=lambda reqs: calls.append(("pip", reqs)),
-        isInstalled=lambda name: True, torchVersion=lambda: "2.0.1+cu118")
+        isInstalled=lambda name: True,
+        torchVersion=lambda: "2.0.1+cu118",
+    )
     assert installer.ensure() == (True, "")
     assert calls[0][0] == "confirm" and "2.0.1+cu118" in calls[0][1] and "2.1" in calls[0][1]
     assert calls[1] == ("torch", ">=2.1")
     current = Dependencies.DependencyInstaller(
-        confirm=lambda q: pytest.fail("asked although torch is recent"), installTorch=None,
-        pipInstall=None, isInstalled=lambda name: True, torchVersion=lambda: "2.13.0+cpu")
+        confirm=lambda q: pytest.fail("asked although torch is recent"),
+        installTorch=None,
+        pipInstall=None,
+        isInstalled=lambda name: True,
+        torchVersion=lambda: "2.13.0+cpu",
+    )
     assert current.ensure() == (True, "")
 
 
 def test_missing_pytorch_extension_is_reported_without_asking():
     installer = Dependencies.DependencyInstaller(
         confirm=lambda q: pytest.fail("asked although nothing can install torch"),
-        installTorch=lambda req: pytest.fail("installed"), pipInstall=lambda r: None,
-        isInstalled=lambda name: name != "torch", canInstallTorch=lambda: False)
+        installTorch=lambda req: pytest.fail("installed"),
+        pipInstall=lambda r: None,
+        isInstalled=lambda name: name != "torch",
+        canInstallTorch=lambda: False,
+    )
     assert installer.ensure() == (False, Dependencies.PYTORCH_EXTENSION_MISSING)
 
 

@@ -28,8 +28,11 @@ def cmakeList(cmakeFile: Path, variable: str) -> list[str]:
 
 
 def pythonFiles(folder: Path, relativeTo: Path) -> set[str]:
-    return {p.relative_to(relativeTo).as_posix() for p in folder.rglob("*.py")
-            if "__pycache__" not in p.parts}
+    return {
+        p.relative_to(relativeTo).as_posix()
+        for p in folder.rglob("*.py")
+        if "__pycache__" not in p.parts
+    }
 
 
 def test_every_core_python_file_is_installed():
@@ -37,8 +40,12 @@ def test_every_core_python_file_is_installed():
     present = pythonFiles(REPO / "CLADE", REPO)
     missing = sorted(present - set(listed))
     stale = sorted(set(listed) - present)
-    assert not missing, "Add to CLADE_CORE_PYTHON_SCRIPTS in CMakeLists.txt:\n  " + "\n  ".join(missing)
-    assert not stale, "Remove from CLADE_CORE_PYTHON_SCRIPTS in CMakeLists.txt:\n  " + "\n  ".join(stale)
+    assert not missing, "Add to CLADE_CORE_PYTHON_SCRIPTS in CMakeLists.txt:\n  " + "\n  ".join(
+        missing
+    )
+    assert not stale, "Remove from CLADE_CORE_PYTHON_SCRIPTS in CMakeLists.txt:\n  " + "\n  ".join(
+        stale
+    )
     assert len(listed) == len(set(listed))
 
 
@@ -60,8 +67,10 @@ def test_core_resources_exist_and_shipped_models_are_taken():
 
 
 def test_every_module_python_file_is_listed_and_resources_exist():
-    listed = [item.replace("${MODULE_NAME}", "CLADESuperResolution")
-              for item in cmakeList(MODULE_DIR / "CMakeLists.txt", "MODULE_PYTHON_SCRIPTS")]
+    listed = [
+        item.replace("${MODULE_NAME}", "CLADESuperResolution")
+        for item in cmakeList(MODULE_DIR / "CMakeLists.txt", "MODULE_PYTHON_SCRIPTS")
+    ]
     present = pythonFiles(MODULE_DIR, MODULE_DIR)
     assert sorted(present - set(listed)) == [], "add these to MODULE_PYTHON_SCRIPTS"
     assert sorted(set(listed) - present) == [], "remove these from MODULE_PYTHON_SCRIPTS"
@@ -71,22 +80,39 @@ def test_every_module_python_file_is_listed_and_resources_exist():
 
 def test_top_level_cmake_declares_extension_and_modules():
     text = (REPO / "CMakeLists.txt").read_text()
-    for key in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS",
-                "EXTENSION_DESCRIPTION", "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
+    for key in (
+        "EXTENSION_HOMEPAGE",
+        "EXTENSION_CATEGORY",
+        "EXTENSION_CONTRIBUTORS",
+        "EXTENSION_DESCRIPTION",
+        "EXTENSION_ICONURL",
+        "EXTENSION_SCREENSHOTURLS",
+    ):
         assert re.search(rf"set\({key} \"[^\"]+\"\)", text), key
     assert "set(EXTENSION_DEPENDS PyTorch)" in text
     for sub in ("CLADESuperResolution", "CLADESuperResolutionCLI"):
         assert f"add_subdirectory({sub})" in text
         assert (REPO / sub / "CMakeLists.txt").is_file()
     cli = (REPO / "CLADESuperResolutionCLI" / "CMakeLists.txt").read_text()
-    assert "SlicerMacroBuildScriptedCLI" in cli and "set(MODULE_NAME CLADESuperResolutionCLI)" in cli
+    assert (
+        "SlicerMacroBuildScriptedCLI" in cli and "set(MODULE_NAME CLADESuperResolutionCLI)" in cli
+    )
 
 
 def test_catalog_entry_and_s4ext():
     entry = json.loads((REPO / "Resources" / "CLADE.json").read_text())
-    allowed = {"$schema", "category", "scm_url", "scm_revision", "scm_type",
-               "build_dependencies", "dicom_support_rule", "build_subdirectory", "enabled",
-               "tier"}
+    allowed = {
+        "$schema",
+        "category",
+        "scm_url",
+        "scm_revision",
+        "scm_type",
+        "build_dependencies",
+        "dicom_support_rule",
+        "build_subdirectory",
+        "enabled",
+        "tier",
+    }
     assert set(entry) <= allowed and {"$schema", "category", "scm_url"} <= set(entry)
     assert entry["build_dependencies"] == ["PyTorch"] and 1 <= entry["tier"] <= 5
     s4ext = {}
@@ -124,9 +150,14 @@ def parameterNodeFields():
     tree = ast.parse(MODULE_FILE.read_text())
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name == "CLADESuperResolutionParameterNode":
-            assert any(getattr(d, "id", None) == "parameterNodeWrapper" for d in node.decorator_list)
-            return {s.target.id: ast.unparse(s.annotation) for s in node.body
-                    if isinstance(s, ast.AnnAssign)}
+            assert any(
+                getattr(d, "id", None) == "parameterNodeWrapper" for d in node.decorator_list
+            )
+            return {
+                s.target.id: ast.unparse(s.annotation)
+                for s in node.body
+                if isinstance(s, ast.AnnAssign)
+            }
     raise AssertionError("no parameter node class")
 
 
@@ -134,8 +165,12 @@ def test_ui_parses_and_every_widget_the_code_uses_exists():
     root, widgets, _ = uiWidgets()
     assert root.findtext("class") == "CLADESuperResolution"
     tabs = [w for w in widgets.values() if w.get("class") == "QTabWidget"]
-    titles = [a.findtext("string") for t in tabs for page in t.findall("widget")
-              for a in page.findall("attribute")]
+    titles = [
+        a.findtext("string")
+        for t in tabs
+        for page in t.findall("widget")
+        for a in page.findall("attribute")
+    ]
     assert titles == ["Super-resolve", "Train"]
     used = set(re.findall(r"self\.ui\.(\w+)", MODULE_FILE.read_text()))
     assert used, "the module looks up no widget?"
@@ -164,8 +199,11 @@ def test_parameter_node_fields_are_bound_to_matching_widgets():
             # A Path field would show "." when empty (Path("") == Path(".")).
             assert fields[field] == "str", field
     assert "Path" not in set(fields.values())
-    compatible = {"vtkMRMLScalarVolumeNode": {"qMRMLNodeComboBox"},
-                  "int": {"QSpinBox"}, "float": {"QDoubleSpinBox"}}
+    compatible = {
+        "vtkMRMLScalarVolumeNode": {"qMRMLNodeComboBox"},
+        "int": {"QSpinBox"},
+        "float": {"QDoubleSpinBox"},
+    }
     for widgetName, field in bindings.items():
         annotation = fields[field]
         base = re.sub(r"Annotated\[(\w+),.*", r"\1", annotation)
@@ -174,34 +212,56 @@ def test_parameter_node_fields_are_bound_to_matching_widgets():
         assert widgetClass in allowed, (widgetName, field, annotation)
     # MRML widgets get the scene through the top-level widget's signal.
     root = ET.parse(UI_FILE).getroot()
-    receivers = {c.findtext("receiver") for c in root.iter("connection")
-                 if c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
-    mrmlWidgets = {n for n, w in widgets.items() if w.get("class", "").startswith("qMRML")
-                   and w.get("class") != "qMRMLWidget"}
+    receivers = {
+        c.findtext("receiver")
+        for c in root.iter("connection")
+        if c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"
+    }
+    mrmlWidgets = {
+        n
+        for n, w in widgets.items()
+        if w.get("class", "").startswith("qMRML") and w.get("class") != "qMRMLWidget"
+    }
     assert mrmlWidgets == receivers
 
 
 def test_module_files_compile_and_import_no_torch_at_load():
-    for path in list(MODULE_DIR.rglob("*.py")) + [REPO / "CLADESuperResolutionCLI" /
-                                                  "CLADESuperResolutionCLI.py"]:
+    for path in list(MODULE_DIR.rglob("*.py")) + [
+        REPO / "CLADESuperResolutionCLI" / "CLADESuperResolutionCLI.py"
+    ]:
         compile(path.read_text(), str(path), "exec")
-    modules = sorted(p.stem for p in (MODULE_DIR / "CLADESuperResolutionLib").glob("*.py")
-                     if p.stem != "__init__")
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import importlib\n"
-            f"for m in {modules!r}: importlib.import_module('CLADESuperResolutionLib.' + m)\n"
-            "print(sorted(n for n in ('torch', 'CLADE', 'qt') if n in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code, str(MODULE_DIR)], capture_output=True,
-                            text=True, encoding="utf-8", timeout=120)
+    modules = sorted(
+        p.stem
+        for p in (MODULE_DIR / "CLADESuperResolutionLib").glob("*.py")
+        if p.stem != "__init__"
+    )
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import importlib\n"
+        f"for m in {modules!r}: importlib.import_module('CLADESuperResolutionLib.' + m)\n"
+        "print(sorted(n for n in ('torch', 'CLADE', 'qt') if n in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(MODULE_DIR)],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
     # The thin module imports nothing heavy at top level either.
     tree = ast.parse(MODULE_FILE.read_text())
-    topLevel = {alias.name.split(".")[0] for node in tree.body
-                if isinstance(node, (ast.Import, ast.ImportFrom))
-                for alias in (node.names if isinstance(node, ast.Import) else [node])
-                if isinstance(node, ast.Import)} | {
-        node.module.split(".")[0] for node in tree.body
-        if isinstance(node, ast.ImportFrom) and node.module}
+    topLevel = {
+        alias.name.split(".")[0]
+        for node in tree.body
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in (node.names if isinstance(node, ast.Import) else [node])
+        if isinstance(node, ast.Import)
+    } | {
+        node.module.split(".")[0]
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom) and node.module
+    }
     assert not topLevel & {"torch", "CLADE", "numpy", "SimpleITK"}
 
 
@@ -214,7 +274,8 @@ def test_scripted_module_finds_the_core_in_the_installed_layout(tmp_path, tiny_m
         (scripted / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(MODULE_DIR / relative, scripted / relative)
     for relative in cmakeList(REPO / "CMakeLists.txt", "CLADE_CORE_PYTHON_SCRIPTS") + [
-            "CLADE/models/manifest.json"]:
+        "CLADE/models/manifest.json"
+    ]:
         (scripted / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / relative, scripted / relative)
     code = (
@@ -225,8 +286,15 @@ def test_scripted_module_finds_the_core_in_the_installed_layout(tmp_path, tiny_m
         "print(env['PYTHONPATH'].split(__import__('os').pathsep)[0])\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CLADE_CORE_PATH")}
-    result = subprocess.run([sys.executable, "-c", code, str(scripted)], capture_output=True,
-                            text=True, encoding="utf-8", env=env, cwd=tmp_path, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(scripted)],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     coreDir, workerPath = result.stdout.split()
     assert Path(coreDir) == (scripted / "CLADE").resolve()
@@ -239,11 +307,30 @@ def test_scripted_module_finds_the_core_in_the_installed_layout(tmp_path, tiny_m
     image = sitk.GetImageFromArray(rng.normal(100, 20, size=(8, 36, 40)).astype(np.float32))
     image.SetSpacing((1.0, 1.0, 4.0))
     sitk.WriteImage(image, str(tmp_path / "in.nrrd"))
-    run = subprocess.run([sys.executable, "-m", "CLADE", "super-resolve", str(tmp_path / "in.nrrd"),
-                          str(tmp_path / "out.nrrd"), "--model", str(tiny_model_path),
-                          "--device", "cpu", "--tiling", "slices", "--progress", "json"],
-                         capture_output=True, text=True, encoding="utf-8", timeout=120,
-                         env={**env, "PYTHONPATH": str(scripted)}, cwd=tmp_path)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "CLADE",
+            "super-resolve",
+            str(tmp_path / "in.nrrd"),
+            str(tmp_path / "out.nrrd"),
+            "--model",
+            str(tiny_model_path),
+            "--device",
+            "cpu",
+            "--tiling",
+            "slices",
+            "--progress",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=120,
+        env={**env, "PYTHONPATH": str(scripted)},
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stderr
     events = [json.loads(line) for line in run.stdout.splitlines()]
     assert events[-1]["event"] == "done"
@@ -259,22 +346,37 @@ def test_dependencies_installed_in_slicer_are_the_cores_with_its_bounds():
     from CLADESuperResolutionLib import Dependencies
 
     declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    byName = {re.split(r"[<>=!~ ]", req, maxsplit=1)[0].lower(): req.replace(" ", "")
-              for req in declared}
+    byName = {
+        re.split(r"[<>=!~ ]", req, maxsplit=1)[0].lower(): req.replace(" ", "") for req in declared
+    }
     assert byName.pop("torch") == "torch" + Dependencies.TORCH_REQUIREMENT
     for shipped in Dependencies.NEVER_INSTALL:
         byName.pop(shipped.lower())
-    assert {req.split(">=")[0].lower(): req for req in Dependencies.PIP_REQUIREMENTS.values()} == byName
+    assert {
+        req.split(">=")[0].lower(): req for req in Dependencies.PIP_REQUIREMENTS.values()
+    } == byName
     assert all(">=" in req and "==" not in req for req in Dependencies.PIP_REQUIREMENTS.values())
 
 
-@pytest.mark.parametrize("path", ["CLADESuperResolution", "CLADESuperResolutionCLI",
-                                  "Testing/test_slicer_logic.py", "Testing/test_slicer_widget.py",
-                                  "Testing/test_slicer_urls.py"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "CLADESuperResolution",
+        "CLADESuperResolutionCLI",
+        "Testing/test_slicer_logic.py",
+        "Testing/test_slicer_widget.py",
+        "Testing/test_slicer_urls.py",
+    ],
+)
 def test_ruff_clean(path):
     ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
     if not Path(ruff).exists():
         pytest.skip("ruff is not installed")
-    result = subprocess.run([ruff, "check", "--no-cache", path], cwd=REPO, capture_output=True,
-                            text=True, encoding="utf-8")
+    result = subprocess.run(
+        [ruff, "check", "--no-cache", path],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+    )
     assert result.returncode == 0, result.stdout

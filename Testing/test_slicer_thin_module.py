@@ -53,8 +53,9 @@ def thinModule(monkeypatch, tmp_path):
     pnw.Minimum = pnw.Maximum = pnw.WithinRange = lambda *args: None
     monkeypatch.setitem(sys.modules, "slicer.parameterNodeWrapper", pnw)
 
-    app = types.SimpleNamespace(temporaryPath=str(tmp_path), connect=lambda *a: None,
-                                processEvents=lambda: None)
+    app = types.SimpleNamespace(
+        temporaryPath=str(tmp_path), connect=lambda *a: None, processEvents=lambda: None
+    )
     monkeypatch.setattr(slicer, "app", app, raising=False)
 
     # Sample Data stand-in: loads the registered file the way Slicer's volume reader does
@@ -72,7 +73,7 @@ def thinModule(monkeypatch, tmp_path):
         from CLADESuperResolutionLib.VolumeConversion import updateVolumeNodeFromImage
 
         source = registered[name]
-        path = source["uris"][len("file://"):]
+        path = source["uris"][len("file://") :]
         node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", source["nodeNames"])
         updateVolumeNodeFromImage(node, sitk.ReadImage(path))
         node.CreateDefaultDisplayNodes()
@@ -100,8 +101,11 @@ def test_module_loads_without_torch_and_enums_match_the_core(thinModule):
     assert {p.value for p in thinModule.LRPlane} == {"auto", "both", *PLANE_NAMES}
     assert [d.value for d in thinModule.Device] == ["auto", "cpu", "cuda"]
     assert {p.value for p in thinModule.Preset} == set(thinModule.PRESETS)
-    assert all(isinstance(m.label(), str) for e in (thinModule.LRPlane, thinModule.Device,
-                                                   thinModule.Preset) for m in e)
+    assert all(
+        isinstance(m.label(), str)
+        for e in (thinModule.LRPlane, thinModule.Device, thinModule.Preset)
+        for m in e
+    )
     assert [t.value for t in thinModule.Tiling] == ["auto", "slices", "patches"]
     from CLADE.inference import ENSEMBLES, TILINGS
 
@@ -124,12 +128,19 @@ def test_module_loads_without_torch_and_enums_match_the_core(thinModule):
 
 def test_logic_process_returns_new_node_and_keeps_input(thinModule, tiny_model_path):
     array = np.random.default_rng(0).normal(100, 20, size=(8, 36, 40)).astype(np.float32)
-    node = slicer.util.addVolumeFromArray(array, ijkToRAS=np.diag([-1.0, 1.0, 4.0, 1.0]),
-                                          name="thick")
+    node = slicer.util.addVolumeFromArray(
+        array, ijkToRAS=np.diag([-1.0, 1.0, 4.0, 1.0]), name="thick"
+    )
     logic = thinModule.CLADESuperResolutionLogic()
     stages = []
-    output = logic.process(node, model=str(tiny_model_path), tiling="patches", stride=16,
-                           device="cpu", progress=lambda info: stages.append(info.stage))
+    output = logic.process(
+        node,
+        model=str(tiny_model_path),
+        tiling="patches",
+        stride=16,
+        device="cpu",
+        progress=lambda info: stages.append(info.stage),
+    )
     assert "infer" in stages
     assert output is not node and output.GetName() == "thick_CLADE"
     assert slicer.util.arrayFromVolume(output).shape == (32, 36, 40)
@@ -139,25 +150,30 @@ def test_logic_process_returns_new_node_and_keeps_input(thinModule, tiny_model_p
         logic.process(iso, model=str(tiny_model_path))
 
 
-def test_sample_registration_and_torch_installation_through_pytorchutils(thinModule,
-                                                                         monkeypatch):
+def test_sample_registration_and_torch_installation_through_pytorchutils(thinModule, monkeypatch):
     thinModule.registerSampleData()
     registered = sys.modules["SampleData"].registered
-    assert Path(registered["CLADEPelvisT2Thick"]["uris"][len("file://"):]).is_file()
+    assert Path(registered["CLADEPelvisT2Thick"]["uris"][len("file://") :]).is_file()
     assert Path(registered["CLADEPelvisT2Thick"]["thumbnailFileName"]).is_file()
     # Registered with the file's checksum (before: none), which Sample Data verifies.
     import hashlib
 
-    sample = Path(registered["CLADEPelvisT2Thick"]["uris"][len("file://"):])
+    sample = Path(registered["CLADEPelvisT2Thick"]["uris"][len("file://") :])
     assert registered["CLADEPelvisT2Thick"]["checksums"] == (
-        "SHA256:" + hashlib.sha256(sample.read_bytes()).hexdigest())
+        "SHA256:" + hashlib.sha256(sample.read_bytes()).hexdigest()
+    )
 
     calls = []
     fake = types.ModuleType("PyTorchUtils")
 
     class PyTorchUtilsLogic:
-        def installTorch(self, askConfirmation=False, forceComputationBackend=None,
-                         torchVersionRequirement=None, torchvisionVersionRequirement=None):
+        def installTorch(
+            self,
+            askConfirmation=False,
+            forceComputationBackend=None,
+            torchVersionRequirement=None,
+            torchvisionVersionRequirement=None,
+        ):
             calls.append((askConfirmation, torchVersionRequirement))
             return "torch-module"
 
@@ -195,8 +211,9 @@ def test_slicer_self_test_code_with_the_tiny_model(thinModule, tiny_model_path, 
     accepted wherever a shipped name is), so its checks are exercised before models ship."""
     from CLADESuperResolutionLib import ModelCatalog
 
-    monkeypatch.setattr(ModelCatalog, "shippedModels",
-                        lambda manifest: [{"name": str(tiny_model_path)}])
+    monkeypatch.setattr(
+        ModelCatalog, "shippedModels", lambda manifest: [{"name": str(tiny_model_path)}]
+    )
     test = thinModule.CLADESuperResolutionTest()
     test.setUp()
     # The in-process half only: the worker half is the same job code that

@@ -12,9 +12,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 #: Where URLs into the repository are written (metadata read by Slicer's tools and the index).
-METADATA_FILES = ("CMakeLists.txt", "CLADE.s4ext", "Resources/CLADE.json",
-                  "CLADESuperResolutionCLI/CLADESuperResolutionCLI.xml",
-                  "CLADESuperResolution/CLADESuperResolution.py", "README.md")
+METADATA_FILES = (
+    "CMakeLists.txt",
+    "CLADE.s4ext",
+    "Resources/CLADE.json",
+    "CLADESuperResolutionCLI/CLADESuperResolutionCLI.xml",
+    "CLADESuperResolution/CLADESuperResolution.py",
+    "README.md",
+)
 
 
 def declaredRepository() -> tuple[str, str]:
@@ -26,13 +31,29 @@ def declaredRepository() -> tuple[str, str]:
 
 
 def trackedTextFiles() -> list[Path]:
-    names = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True,
-                           encoding="utf-8", check=True).stdout.split()
+    names = subprocess.run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, encoding="utf-8", check=True
+    ).stdout.split()
     files = []
     for name in names:
         path = REPO / name
-        if path.suffix.lower() in {".py", ".md", ".txt", ".xml", ".json", ".s4ext", ".ui",
-                                   ".toml", ".cfg", ".yml", ".yaml"} and path.is_file():
+        if (
+            path.suffix.lower()
+            in {
+                ".py",
+                ".md",
+                ".txt",
+                ".xml",
+                ".json",
+                ".s4ext",
+                ".ui",
+                ".toml",
+                ".cfg",
+                ".yml",
+                ".yaml",
+            }
+            and path.is_file()
+        ):
             files.append(path)
     return files
 
@@ -59,14 +80,21 @@ def githubAnchors(markdown: str) -> set[str]:
 
 def test_anchor_rule():
     assert githubAnchors("# CLADE\n## 3D Slicer\n## Use it\n## Use it\n") == {
-        "clade", "3d-slicer", "use-it", "use-it-1"}
+        "clade",
+        "3d-slicer",
+        "use-it",
+        "use-it-1",
+    }
 
 
 def test_repository_name_follows_the_index_rule():
     owner, name = declaredRepository()
     assert name.startswith("Slicer"), name
-    s4ext = dict(line.split(" ", 1) for line in (REPO / "CLADE.s4ext").read_text().splitlines()
-                 if line.strip() and not line.startswith("#"))
+    s4ext = dict(
+        line.split(" ", 1)
+        for line in (REPO / "CLADE.s4ext").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
     assert s4ext["scmurl"] == f"https://github.com/{owner}/{name}.git"
 
 
@@ -74,7 +102,8 @@ def test_every_url_into_the_repository_names_a_real_file():
     owner, name = declaredRepository()
     pattern = re.compile(
         r"https://(?:raw\.githubusercontent\.com|github\.com)/([\w.-]+)/([\w.-]+?)"
-        r"(?:\.git)?(?=[/#\"'\s<>)\]]|$)([^\s\"'<>)\]]*)")
+        r"(?:\.git)?(?=[/#\"'\s<>)\]]|$)([^\s\"'<>)\]]*)"
+    )
     checked, problems = 0, []
     for path in trackedTextFiles():
         text = path.read_text(encoding="utf-8", errors="replace")
@@ -95,20 +124,27 @@ def test_every_url_into_the_repository_names_a_real_file():
                 parts = parts[1:]  # <branch>/...
             target = REPO.joinpath(*parts) if parts else REPO / "README.md"
             if not target.exists():
-                problems.append(f"{where} points at {'/'.join(parts)}, which is not in the repository")
+                problems.append(
+                    f"{where} points at {'/'.join(parts)}, which is not in the repository"
+                )
                 continue
             if anchor:
                 markdown = target if target.is_file() else target / "README.md"
                 if anchor not in githubAnchors(markdown.read_text(encoding="utf-8")):
-                    problems.append(f"{where}: no heading #{anchor} in {markdown.relative_to(REPO)}")
+                    problems.append(
+                        f"{where}: no heading #{anchor} in {markdown.relative_to(REPO)}"
+                    )
     assert not problems, "\n".join(problems)
     assert checked >= 8  # homepage, icon, screenshots in CMake and s4ext, scm, docs
 
 
 def test_metadata_agree_between_cmake_s4ext_and_catalog_entry():
     cmake = (REPO / "CMakeLists.txt").read_text()
-    s4ext = dict(line.split(" ", 1) for line in (REPO / "CLADE.s4ext").read_text().splitlines()
-                 if line.strip() and not line.startswith("#"))
+    s4ext = dict(
+        line.split(" ", 1)
+        for line in (REPO / "CLADE.s4ext").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
     entry = json.loads((REPO / "Resources" / "CLADE.json").read_text())
 
     def cmakeValue(name):
@@ -131,8 +167,11 @@ def test_metadata_agree_between_cmake_s4ext_and_catalog_entry():
 def test_screenshots_are_real_png_figures_in_the_repository():
     from PIL import Image
 
-    s4ext = dict(line.split(" ", 1) for line in (REPO / "CLADE.s4ext").read_text().splitlines()
-                 if line.strip() and not line.startswith("#"))
+    s4ext = dict(
+        line.split(" ", 1)
+        for line in (REPO / "CLADE.s4ext").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
     urls = s4ext["screenshoturls"].split()
     assert urls
     for url in urls:

@@ -48,7 +48,9 @@ def acceptedArguments(slot, given):
     parameters = inspect.signature(slot).parameters.values()
     if any(p.kind == p.VAR_POSITIONAL for p in parameters):
         return given
-    return min(given, sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters))
+    return min(
+        given, sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters)
+    )
 
 
 class Widget:
@@ -69,7 +71,7 @@ class Widget:
     def emit(self, signal, *args):
         if not self._blocked:
             for slot in self._slots.get(signal, []):
-                slot(*args[:acceptedArguments(slot, len(args))])
+                slot(*args[: acceptedArguments(slot, len(args))])
 
     def blockSignals(self, blocked):
         self._blocked = bool(blocked)
@@ -166,9 +168,13 @@ class Slider(Widget):
 
 
 def standInUi():
-    classes = {"QComboBox": ComboBox, "ctkPathLineEdit": PathLineEdit,
-               "QPlainTextEdit": PlainTextEdit, "qMRMLCheckableNodeComboBox": CheckableNodeComboBox,
-               "ctkSliderWidget": Slider}
+    classes = {
+        "QComboBox": ComboBox,
+        "ctkPathLineEdit": PathLineEdit,
+        "QPlainTextEdit": PlainTextEdit,
+        "qMRMLCheckableNodeComboBox": CheckableNodeComboBox,
+        "ctkSliderWidget": Slider,
+    }
     root = ET.parse(UI_FILE).getroot()
     widgets = {}
     for element in root.iter("widget"):
@@ -202,12 +208,17 @@ def parameterNodeWrapperDouble(cls):
             object.__setattr__(self, "parameterNode", node)
             for name, hint in hints.items():
                 if not self._isNode(hint) and not node.GetParameter(name):
-                    setattr(self, name, defaults[name] if defaults[name] is not None
-                            else baseType(hint)())
+                    setattr(
+                        self,
+                        name,
+                        defaults[name] if defaults[name] is not None else baseType(hint)(),
+                    )
 
         @staticmethod
         def _isNode(hint):
-            return isinstance(baseType(hint), type) and issubclass(baseType(hint), slicer.vtkMRMLNode)
+            return isinstance(baseType(hint), type) and issubclass(
+                baseType(hint), slicer.vtkMRMLNode
+            )
 
         def __getattr__(self, name):
             hint = hints[name]
@@ -329,8 +340,9 @@ def module(monkeypatch, tmp_path):
 
     class Logic(Base):
         def getParameterNode(self):
-            node = slicer.mrmlScene.GetSingletonNode("CLADESuperResolution",
-                                                     "vtkMRMLScriptedModuleNode")
+            node = slicer.mrmlScene.GetSingletonNode(
+                "CLADESuperResolution", "vtkMRMLScriptedModuleNode"
+            )
             if node is None:
                 node = slicer.vtkMRMLScriptedModuleNode()
                 node.SetSingletonTag("CLADESuperResolution")
@@ -353,9 +365,13 @@ def module(monkeypatch, tmp_path):
     pnw.Minimum = pnw.Maximum = pnw.WithinRange = lambda *args: None
     monkeypatch.setitem(sys.modules, "slicer.parameterNodeWrapper", pnw)
 
-    app = types.SimpleNamespace(temporaryPath=str(tmp_path / "temp"), connect=lambda *a: None,
-                                processEvents=lambda: None, layoutManager=lambda: None,
-                                testingEnabled=lambda: True)
+    app = types.SimpleNamespace(
+        temporaryPath=str(tmp_path / "temp"),
+        connect=lambda *a: None,
+        processEvents=lambda: None,
+        layoutManager=lambda: None,
+        testingEnabled=lambda: True,
+    )
     (tmp_path / "temp").mkdir()
     monkeypatch.setattr(slicer, "app", app, raising=False)
 
@@ -364,8 +380,9 @@ def module(monkeypatch, tmp_path):
     monkeypatch.setattr(slicer.util, "warningDisplay", dialogs.warning)
     monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", dialogs.confirm)
     monkeypatch.setattr(slicer.util, "WaitCursor", dialogs.waitCursor)
-    monkeypatch.setattr(slicer.util, "loadUI", lambda path: types.SimpleNamespace(
-        setMRMLScene=lambda scene: None))
+    monkeypatch.setattr(
+        slicer.util, "loadUI", lambda path: types.SimpleNamespace(setMRMLScene=lambda scene: None)
+    )
     ui = standInUi()
     monkeypatch.setattr(slicer.util, "childWidgetVariables", lambda widget: ui)
 
@@ -398,8 +415,9 @@ def thickNode(name="thick", shape=(8, 36, 40)):
 
     rng = np.random.default_rng(2)
     array = (gaussian_filter(rng.normal(size=shape), 1.5) * 400 + 100).astype(np.float32)
-    return slicer.util.addVolumeFromArray(array, ijkToRAS=np.diag([-1.0, -1.0, 4.0, 1.0]),
-                                          name=name)
+    return slicer.util.addVolumeFromArray(
+        array, ijkToRAS=np.diag([-1.0, -1.0, 4.0, 1.0]), name=name
+    )
 
 
 #: A stand-in ``clade super-resolve --progress json`` worker: the protocol of the contract,
@@ -452,15 +470,18 @@ def runTimer(widget, until, timeout=60):
 
 def volumeNames():
     scene = slicer.mrmlScene
-    return sorted(scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode").GetName()
-                  for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")))
+    return sorted(
+        scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode").GetName()
+        for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))
+    )
 
 
 # -- tests -----------------------------------------------------------------------------------
 
 
-def test_button_goes_idle_running_done_and_shows_stage_log_and_comparison(module, standInJobs,
-                                                                          tmp_path, monkeypatch):
+def test_button_goes_idle_running_done_and_shows_stage_log_and_comparison(
+    module, standInJobs, tmp_path, monkeypatch
+):
     monkeypatch.setenv("STAND_IN_DELAY", "0.15")  # each stage is seen by a timer tick
     node = thickNode()
     composite = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
@@ -493,8 +514,9 @@ def test_button_goes_idle_running_done_and_shows_stage_log_and_comparison(module
     assert module.testDialogs.shown == []
 
 
-def test_cancel_returns_to_idle_and_leaves_no_node_and_no_file(module, standInJobs, tmp_path,
-                                                               monkeypatch):
+def test_cancel_returns_to_idle_and_leaves_no_node_and_no_file(
+    module, standInJobs, tmp_path, monkeypatch
+):
     monkeypatch.setenv("STAND_IN_DELAY", "0.5")
     thickNode()
     widget = makeWidget(module)
@@ -510,7 +532,8 @@ def test_cancel_returns_to_idle_and_leaves_no_node_and_no_file(module, standInJo
 
 
 def test_a_worker_error_is_one_dialog_with_its_sentence_and_the_button_comes_back(
-        module, standInJobs, monkeypatch):
+    module, standInJobs, monkeypatch
+):
     monkeypatch.setenv("STAND_IN_FAIL", "1")
     thickNode()
     widget = makeWidget(module)
@@ -518,7 +541,8 @@ def test_a_worker_error_is_one_dialog_with_its_sentence_and_the_button_comes_bac
     ui.applyButton.click()
     runTimer(widget, lambda: widget.job is None)
     assert module.testDialogs.shown == [
-        ("error", "The model file x.pt does not exist: choose another.")]
+        ("error", "The model file x.pt does not exist: choose another.")
+    ]
     assert ui.logText.lines[-1] == "Error: The model file x.pt does not exist: choose another."
     assert ui.applyButton.text == "Super-resolve" and ui.applyButton.enabled
     assert volumeNames() == ["thick"]
@@ -529,8 +553,11 @@ def test_a_start_that_fails_leaves_the_button_working(module, monkeypatch, tmp_p
     so the button stayed a dead "Cancel" until the module was reloaded."""
     thickNode()
     real = module.SuperResolutionJob
-    monkeypatch.setattr(module, "SuperResolutionJob", lambda *a, **k: real(
-        *a, launcher=[str(tmp_path / "no-such-python")], **k))
+    monkeypatch.setattr(
+        module,
+        "SuperResolutionJob",
+        lambda *a, **k: real(*a, launcher=[str(tmp_path / "no-such-python")], **k),
+    )
     widget = makeWidget(module)
     ui = module.testUi
     ui.applyButton.click()
@@ -574,8 +601,9 @@ def test_path_fields_are_empty_not_a_dot(module):
     assert "Select training volumes" in ui.trainingStatusLabel.text
 
 
-def test_scene_save_and_reload_keeps_every_setting_and_the_chosen_model(module, tmp_path,
-                                                                       tiny_model_path):
+def test_scene_save_and_reload_keeps_every_setting_and_the_chosen_model(
+    module, tmp_path, tiny_model_path
+):
     node = thickNode()
     widget = makeWidget(module)
     ui = module.testUi
@@ -585,11 +613,20 @@ def test_scene_save_and_reload_keeps_every_setting_and_the_chosen_model(module, 
     chosen = choices[-1]
     ui.modelSelector.currentIndex = choices.index(chosen)
     assert p.model == chosen
-    settings = {"adaptSteps": 300, "stride": 8, "plane": module.LRPlane.CORONAL,
-                "device": module.Device.CPU, "tiling": module.Tiling.PATCHES,
-                "ensemble": module.Ensemble.FLIPS, "precision": module.Precision.FLOAT32,
-                "preset": module.Preset.CT, "epochs": 7, "patchesPerSlice": 3,
-                "trainingFolder": str(tmp_path), "trainingOutputFolder": str(tmp_path / "out")}
+    settings = {
+        "adaptSteps": 300,
+        "stride": 8,
+        "plane": module.LRPlane.CORONAL,
+        "device": module.Device.CPU,
+        "tiling": module.Tiling.PATCHES,
+        "ensemble": module.Ensemble.FLIPS,
+        "precision": module.Precision.FLOAT32,
+        "preset": module.Preset.CT,
+        "epochs": 7,
+        "patchesPerSlice": 3,
+        "trainingFolder": str(tmp_path),
+        "trainingOutputFolder": str(tmp_path / "out"),
+    }
     for name, value in settings.items():
         setattr(p, name, value)
     p.lambdaGmap = 2.5  # after the preset (a preset change resets the loss weights)
@@ -629,19 +666,28 @@ def test_device_list_and_packages_come_from_a_worker_process(module):
     import torch
 
     assert ui.packagesLabel.text.startswith(f"PyTorch {torch.__version__}")
-    expected = module.describeDevices({"torch": torch.__version__,
-                                       "cuda_available": torch.cuda.is_available()})
+    expected = module.describeDevices(
+        {"torch": torch.__version__, "cuda_available": torch.cuda.is_available()}
+    )
     if not torch.cuda.is_available():
         assert ui.deviceInfoLabel.text == expected["auto"] == "Auto (CPU: no CUDA GPU found)"
 
 
 def test_the_module_never_imports_torch_in_slicers_process():
     """Before: entering the module imported torch (1-3 s freeze) to fill the device list."""
-    files = [MODULE_DIR / "CLADESuperResolution.py", *(MODULE_DIR / "CLADESuperResolutionLib").glob("*.py")]
+    files = [
+        MODULE_DIR / "CLADESuperResolution.py",
+        *(MODULE_DIR / "CLADESuperResolutionLib").glob("*.py"),
+    ]
     for path in files:
         for node in ast.walk(ast.parse(path.read_text())):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             assert not any(n.split(".")[0] == "torch" for n in names), path.name
 
 
@@ -693,17 +739,23 @@ def test_advanced_section_holds_tiling_stride_ensemble_precision():
     root = ET.parse(UI_FILE).getroot()
     advanced = next(w for w in root.iter("widget") if w.get("name") == "advancedCollapsibleButton")
     assert advanced.get("class") == "ctkCollapsibleButton"
-    bound = {p.findtext("string") for w in advanced.iter("widget") for p in w.findall("property")
-             if p.get("name") == "SlicerParameterName"}
+    bound = {
+        p.findtext("string")
+        for w in advanced.iter("widget")
+        for p in w.findall("property")
+        if p.get("name") == "SlicerParameterName"
+    }
     assert bound == {"tiling", "stride", "ensemble", "precision"}
 
 
-def test_a_training_start_that_fails_leaves_the_train_button_working(module, monkeypatch,
-                                                                    tmp_path):
+def test_a_training_start_that_fails_leaves_the_train_button_working(module, monkeypatch, tmp_path):
     node = thickNode()
     real = module.TrainingJob
-    monkeypatch.setattr(module, "TrainingJob", lambda *a, **k: real(
-        *a, python=str(tmp_path / "no-such-python"), **k))
+    monkeypatch.setattr(
+        module,
+        "TrainingJob",
+        lambda *a, **k: real(*a, python=str(tmp_path / "no-such-python"), **k),
+    )
     widget = makeWidget(module)
     ui = module.testUi
     ui.trainingVolumesSelector.checked = [node]

@@ -70,26 +70,56 @@ def runJob(job, timeout=180):
 
 def test_job_command_is_clade_super_resolve_with_a_json_progress_stream(scene, tmp_path):
     node = thickNode(scene)
-    options = SuperResolutionOptions(model="ct", tiling="patches", stride=8, ensemble="flips",
-                                     precision="float32", device="cpu", adaptSteps=30)
+    options = SuperResolutionOptions(
+        model="ct",
+        tiling="patches",
+        stride=8,
+        ensemble="flips",
+        precision="float32",
+        device="cpu",
+        adaptSteps=30,
+    )
     job = SuperResolutionJob(node, options, python="/opt/PythonSlicer", tempRoot=tmp_path)
     assert job.command("in.nrrd", "out.nrrd") == [
-        "/opt/PythonSlicer", "-m", "CLADE", "super-resolve", "in.nrrd", "out.nrrd",
-        "--model", "ct", "--plane", "auto", "--device", "cpu", "--tiling", "patches",
-        "--ensemble", "flips", "--precision", "float32", "--stride", "8", "--adapt", "30",
-        "--progress", "json"]
+        "/opt/PythonSlicer",
+        "-m",
+        "CLADE",
+        "super-resolve",
+        "in.nrrd",
+        "out.nrrd",
+        "--model",
+        "ct",
+        "--plane",
+        "auto",
+        "--device",
+        "cpu",
+        "--tiling",
+        "patches",
+        "--ensemble",
+        "flips",
+        "--precision",
+        "float32",
+        "--stride",
+        "8",
+        "--adapt",
+        "30",
+        "--progress",
+        "json",
+    ]
     # Whole slices have no stride: it is not passed.
     slices = SuperResolutionOptions(tiling="slices", stride=8)
     assert "--stride" not in slices.commandArguments()
 
 
-def test_worker_job_reports_stages_in_order_and_creates_output(scene, tiny_model_path,
-                                                               tmp_path):
+def test_worker_job_reports_stages_in_order_and_creates_output(scene, tiny_model_path, tmp_path):
     node = thickNode(scene)
     before = np.array(slicer.util.arrayFromVolume(node), copy=True)
-    job = SuperResolutionJob(node, SuperResolutionOptions(model=str(tiny_model_path),
-                                                          device="cpu", tiling="slices"),
-                             python=sys.executable, tempRoot=tmp_path)
+    job = SuperResolutionJob(
+        node,
+        SuperResolutionOptions(model=str(tiny_model_path), device="cpu", tiling="slices"),
+        python=sys.executable,
+        tempRoot=tmp_path,
+    )
     job.start()
     events, stages = runJob(job)
     assert job.state == job.SUCCEEDED, job.errorMessage
@@ -100,8 +130,11 @@ def test_worker_job_reports_stages_in_order_and_creates_output(scene, tiny_model
     fractions = [e["fraction"] for e in events if e["event"] == "progress"]
     assert len(fractions) >= 2 and fractions == sorted(fractions) and fractions[-1] <= 1.0
     assert job.fraction == 1.0
-    assert all(e.get("eta_seconds") is None or e["eta_seconds"] >= 0
-               for e in events if e["event"] == "progress")
+    assert all(
+        e.get("eta_seconds") is None or e["eta_seconds"] >= 0
+        for e in events
+        if e["event"] == "progress"
+    )
     output = job.outputNode
     assert output.GetName() == "thick_CLADE"
     assert slicer.util.arrayFromVolume(output).shape == (32, 36, 40)
@@ -113,8 +146,9 @@ def test_worker_job_reports_stages_in_order_and_creates_output(scene, tiny_model
 
 def test_adapting_job_shows_the_adapt_stage_before_inference(scene, tiny_model_path, tmp_path):
     node = thickNode(scene, shape=(12, 64, 64))
-    options = SuperResolutionOptions(model=str(tiny_model_path), device="cpu", tiling="slices",
-                                     adaptSteps=30)
+    options = SuperResolutionOptions(
+        model=str(tiny_model_path), device="cpu", tiling="slices", adaptSteps=30
+    )
     job = SuperResolutionJob(node, options, python=sys.executable, tempRoot=tmp_path)
     job.start()
     events, stages = runJob(job)
@@ -128,10 +162,14 @@ def test_adapting_job_shows_the_adapt_stage_before_inference(scene, tiny_model_p
 def test_cancelled_job_leaves_no_node_no_process_no_files(scene, tiny_model_path, tmp_path):
     node = thickNode(scene, shape=(12, 96, 96))
     count = volumeCount(scene)
-    job = SuperResolutionJob(node, SuperResolutionOptions(model=str(tiny_model_path),
-                                                          device="cpu", tiling="patches",
-                                                          stride=1),
-                             python=sys.executable, tempRoot=tmp_path)
+    job = SuperResolutionJob(
+        node,
+        SuperResolutionOptions(
+            model=str(tiny_model_path), device="cpu", tiling="patches", stride=1
+        ),
+        python=sys.executable,
+        tempRoot=tmp_path,
+    )
     job.start()
     pid = job.worker.pid
     deadline = time.monotonic() + 60
@@ -165,8 +203,12 @@ def test_protocol_events_fill_stage_fraction_eta_and_log(scene, tmp_path):
     temp = tmp_path / "temp"
     temp.mkdir()
     node = thickNode(scene)
-    job = SuperResolutionJob(node, SuperResolutionOptions(model="anything"),
-                             launcher=[sys.executable, str(worker)], tempRoot=temp)
+    job = SuperResolutionJob(
+        node,
+        SuperResolutionOptions(model="anything"),
+        launcher=[sys.executable, str(worker)],
+        tempRoot=temp,
+    )
     job.start()
     deadline = time.monotonic() + 30
     while job.fraction < 0.01 and time.monotonic() < deadline:
@@ -208,18 +250,24 @@ def test_crashing_worker_is_reported_with_its_last_lines(scene, tmp_path):
     crash = tmp_path / "crash.py"
     temp = tmp_path / "temp"
     temp.mkdir()
-    crash.write_text(textwrap.dedent("""
+    crash.write_text(
+        textwrap.dedent("""
         import sys
         print('{"event": "started", "model": "x", "device": "cpu"}', flush=True)
         print("Traceback (most recent call last):", file=sys.stderr)
         print("MemoryError: out of memory in the worker", file=sys.stderr)
         open(sys.argv[3], "w").write("half")  # super-resolve IN OUT ...
         sys.exit(3)
-    """))
+    """)
+    )
     node = thickNode(scene)
     count = volumeCount(scene)
-    job = SuperResolutionJob(node, SuperResolutionOptions(model="anything"),
-                             launcher=[sys.executable, str(crash)], tempRoot=temp)
+    job = SuperResolutionJob(
+        node,
+        SuperResolutionOptions(model="anything"),
+        launcher=[sys.executable, str(crash)],
+        tempRoot=temp,
+    )
     job.start()
     assert job.wait(timeout=30) == job.FAILED
     assert "exit code 3" in job.errorMessage
@@ -231,8 +279,12 @@ def test_crashing_worker_is_reported_with_its_last_lines(scene, tmp_path):
 def test_worker_user_error_is_shown_as_its_sentence(scene, tmp_path):
     node = thickNode(scene)
     missing = tmp_path / "no-such-model.pt"
-    job = SuperResolutionJob(node, SuperResolutionOptions(model=str(missing), device="cpu"),
-                             python=sys.executable, tempRoot=tmp_path)
+    job = SuperResolutionJob(
+        node,
+        SuperResolutionOptions(model=str(missing), device="cpu"),
+        python=sys.executable,
+        tempRoot=tmp_path,
+    )
     job.start()
     assert job.wait(timeout=60) == job.FAILED
     assert job.errorMessage.startswith("The model file") and "does not exist" in job.errorMessage
@@ -245,8 +297,12 @@ def test_closing_the_scene_cancels_the_job(scene, tmp_path):
     temp = tmp_path / "temp"
     temp.mkdir()
     node = thickNode(scene)
-    job = SuperResolutionJob(node, SuperResolutionOptions(model="anything"),
-                             launcher=[sys.executable, str(worker)], tempRoot=temp)
+    job = SuperResolutionJob(
+        node,
+        SuperResolutionOptions(model="anything"),
+        launcher=[sys.executable, str(worker)],
+        tempRoot=temp,
+    )
     job.start()
     pid = job.worker.pid
     scene.Clear(0)
@@ -261,8 +317,12 @@ def test_wait_sleeps_between_polls_and_processes_events(scene, tmp_path):
     script = tmp_path / "sleep.py"
     script.write_text("import time; time.sleep(1.0)\n")
     node = thickNode(scene)
-    job = SuperResolutionJob(node, SuperResolutionOptions(model="anything"),
-                             launcher=[sys.executable, str(script)], tempRoot=tmp_path)
+    job = SuperResolutionJob(
+        node,
+        SuperResolutionOptions(model="anything"),
+        launcher=[sys.executable, str(script)],
+        tempRoot=tmp_path,
+    )
     job.start()
     calls = []
     assert job.wait(timeout=30, processEvents=lambda: calls.append(1)) == job.FAILED
@@ -283,8 +343,12 @@ def test_events_file_is_tailed_from_where_it_was(tmp_path):
     worker.start()
     assert worker.wait(30) == 0
     got = [e for e in worker.drainEvents() if e["event"] != "log"]
-    assert got == [{"event": "step", "global_step": 1}, {"event": "step", "global_step": 2},
-                   {"event": "done"}, {"event": "exit", "returnCode": 0, "cancelled": False}]
+    assert got == [
+        {"event": "step", "global_step": 1},
+        {"event": "step", "global_step": 2},
+        {"event": "done"},
+        {"event": "exit", "returnCode": 0, "cancelled": False},
+    ]
 
 
 def test_training_job_runs_clade_train_and_offers_the_new_models(scene, tmp_path):
@@ -294,11 +358,28 @@ def test_training_job_runs_clade_train_and_offers_the_new_models(scene, tmp_path
 
     node = thickNode(scene, shape=(8, 36, 36))
     job = Training.TrainingJob(
-        [node], "", tmp_path / "run", Training.TrainingOptions(epochs=1, batchSize=8,
-                                                               patchesPerSlice=1),
-        validationNode=node, python=sys.executable, tempRoot=tmp_path,
-        extraArguments=["--base-filters", "4", "--n-blocks", "1", "--disc-filters", "4",
-                        "--device", "cpu", "--log-every", "1", "--min-foreground", "0"])
+        [node],
+        "",
+        tmp_path / "run",
+        Training.TrainingOptions(epochs=1, batchSize=8, patchesPerSlice=1),
+        validationNode=node,
+        python=sys.executable,
+        tempRoot=tmp_path,
+        extraArguments=[
+            "--base-filters",
+            "4",
+            "--n-blocks",
+            "1",
+            "--disc-filters",
+            "4",
+            "--device",
+            "cpu",
+            "--log-every",
+            "1",
+            "--min-foreground",
+            "0",
+        ],
+    )
     job.start()
     kinds = []
     deadline = time.monotonic() + 180
@@ -318,7 +399,8 @@ def test_training_job_runs_clade_train_and_offers_the_new_models(scene, tmp_path
 
 
 def test_job_and_in_process_logic_give_the_pipelines_voxels_on_a_real_volume(
-        scene, shared_data, tiny_model_path, tmp_path):
+    scene, shared_data, tiny_model_path, tmp_path
+):
     """Both Slicer paths are front ends of CLADE.pipeline: on a real brain MRI (6.5 mm slices,
     cropped in-plane to keep the test short) they give exactly what pipeline.run gives."""
     import SimpleITK as sitk
@@ -327,14 +409,23 @@ def test_job_and_in_process_logic_give_the_pipelines_voxels_on_a_real_volume(
 
     from CLADE.pipeline import SuperResolutionRequest, run
 
-    image = sitk.ReadImage(str(shared_data / "mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain2.nrrd"))
+    image = sitk.ReadImage(
+        str(shared_data / "mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain2.nrrd")
+    )
     image = image[80:176, 80:176, :]
     node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "brain")
     updateVolumeNodeFromImage(node, image)
-    options = SuperResolutionOptions(model=str(tiny_model_path), device="cpu", tiling="slices",
-                                     precision="float32")
-    expected = sitk.GetArrayFromImage(run(image, SuperResolutionRequest(
-        model=str(tiny_model_path), device="cpu", tiling="slices", precision="float32")).image)
+    options = SuperResolutionOptions(
+        model=str(tiny_model_path), device="cpu", tiling="slices", precision="float32"
+    )
+    expected = sitk.GetArrayFromImage(
+        run(
+            image,
+            SuperResolutionRequest(
+                model=str(tiny_model_path), device="cpu", tiling="slices", precision="float32"
+            ),
+        ).image
+    )
 
     job = SuperResolutionJob(node, options, python=sys.executable, tempRoot=tmp_path)
     job.start()

@@ -23,10 +23,14 @@ def test_torchrun_two_processes(python_exe, shared_data, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launcher = "-m torch.distributed.run --standalone --nproc_per_node 2 -m CLADE train"
-    tiny = "--epochs 1 --max-patches 64 --batch-size 4 --base-filters 4 --n-blocks 1 --disc-filters 4"
+    tiny = (
+        "--epochs 1 --max-patches 64 --batch-size 4 --base-filters 4 --n-blocks 1 --disc-filters 4"
+    )
     command = [python_exe, *launcher.split(), str(volume), "--out", str(out), "--device", "cpu"]
     command += [*tiny.split(), "--quiet"]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, encoding="utf-8", timeout=300)
+    done = subprocess.run(
+        command, env=env, capture_output=True, text=True, encoding="utf-8", timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
     events = read_events(out / "events.jsonl")

@@ -40,7 +40,8 @@ def start(python_exe, volume, out, *extra):
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True, encoding="utf-8",
+        text=True,
+        encoding="utf-8",
     )
 
 
@@ -73,7 +74,8 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(python_exe, volume, tm
         [python_exe, "-m", "CLADE", "train", "--out", str(killed_out), "--resume", "--quiet"],
         env=env,
         capture_output=True,
-        text=True, encoding="utf-8",
+        text=True,
+        encoding="utf-8",
         timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr

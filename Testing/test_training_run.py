@@ -76,7 +76,15 @@ def test_run_writes_everything(trained):
     assert [s["step"] for s in steps if s["epoch"] == 1] == [2, 4, 6, 8]
     for step in steps:
         assert set(step["losses"]) == {
-            "g_total", "adv", "cyc", "ident", "gmap", "d_x", "d_y", "paired", "dc"
+            "g_total",
+            "adv",
+            "cyc",
+            "ident",
+            "gmap",
+            "d_x",
+            "d_y",
+            "paired",
+            "dc",
         }
         assert all(math.isfinite(v) for v in step["losses"].values())
         assert step["patches_per_s"] > 0 and step["eta_s"] >= 0
@@ -192,8 +200,18 @@ def test_a_resumed_run_keeps_validating_on_its_volumes(crops, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["--epochs", "1", "--max-patches", "16", "--val-stride", "16", *TINY_ARGS, "--quiet"]
     code, lines, err = run_cli(
-        [str(crops / "train.nrrd"), "--out", str(out), *args, "--val", str(crops / "val.nrrd"),
-         "--val-reference", str(crops / "val_iso.nrrd"), "--best-metric", "psnr"],
+        [
+            str(crops / "train.nrrd"),
+            "--out",
+            str(out),
+            *args,
+            "--val",
+            str(crops / "val.nrrd"),
+            "--val-reference",
+            str(crops / "val_iso.nrrd"),
+            "--best-metric",
+            "psnr",
+        ],
         capsys,
     )
     assert code == 0, err

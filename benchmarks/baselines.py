@@ -99,10 +99,13 @@ def eclare_command(
     """
     return [
         str(executable),
-        "--in-fpath", str(thick_path),
-        "--out-dir", str(out_dir),
+        "--in-fpath",
+        str(thick_path),
+        "--out-dir",
+        str(out_dir),
         *options,
-        "--relative-slice-thickness", f"{relative_slice_thickness:g}",
+        "--relative-slice-thickness",
+        f"{relative_slice_thickness:g}",
     ]
 
 
@@ -137,9 +140,7 @@ def onto_grid(
     name = {sitk.sitkLinear: "linear", sitk.sitkBSpline: "cubic B-spline"}.get(
         interpolator, str(interpolator)
     )
-    resampled = sitk.Resample(
-        image, target, sitk.Transform(), interpolator, 0.0, sitk.sitkFloat32
-    )
+    resampled = sitk.Resample(image, target, sitk.Transform(), interpolator, 0.0, sitk.sitkFloat32)
     size = "x".join(str(v) for v in image.GetSize())
     spacing_text = " x ".join(f"{v:.4g}" for v in image.GetSpacing())
     return resampled, (

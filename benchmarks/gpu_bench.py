@@ -53,8 +53,15 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
 STEPS = ("env", "tests", "inference", "adapt", "training", "ddp", "oom")
 #: Seconds each step may take on the GPU machine (the run also stops at --budget).
-STEP_BUDGET = {"env": 20, "tests": 110, "inference": 150, "adapt": 40, "training": 55,
-               "ddp": 40, "oom": 35}
+STEP_BUDGET = {
+    "env": 20,
+    "tests": 110,
+    "inference": 150,
+    "adapt": 40,
+    "training": 55,
+    "ddp": 40,
+    "oom": 35,
+}
 #: Seconds kept back at the end for writing the results.
 RESERVE = 5
 #: The core tests run on the GPU machine, with the real volumes each needs from shared_data
@@ -64,8 +71,10 @@ CORE_TESTS = {
     "Testing/test_inference_control.py": (),
     "Testing/test_networks.py": (),
     "Testing/test_training_ddp.py": ("mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain2.nrrd",),
-    "Testing/test_training_run.py": ("mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain1.nrrd",
-                                     "mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain2.nrrd"),
+    "Testing/test_training_run.py": (
+        "mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain1.nrrd",
+        "mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain2.nrrd",
+    ),
     "Testing/test_pipeline.py": ("pelvis_mr_t2_0p5x0p5x3mm_monai.nii.gz",),
     "Testing/test_adaptation.py": ("abdomen_ct_native_20sl_totalseg.nii.gz",),
     "Testing/test_cli_super_resolve.py": ("abdomen_ct_native_20sl_totalseg.nii.gz",),
@@ -83,14 +92,25 @@ PAPER = {"mri_seconds": 103.0, "ct_seconds": 292.0, "training_pairs_per_second":
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, help="folder for gpu.json, gpu.md, gpu-log.txt")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="no GPU: every step at its smallest, on the CPU")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="no GPU: every step at its smallest, on the CPU"
+    )
     parser.add_argument("--budget", type=float, default=450.0, help="seconds for the whole run")
     parser.add_argument("--steps", nargs="+", default=list(STEPS), choices=STEPS)
-    parser.add_argument("--pack-wheel", nargs=2, type=Path, metavar=("WHEEL", "SITE"),
-                        help="(gpu_check.sh --prepare) unpack a wheel into SITE, xz its big files")
-    parser.add_argument("--unpack", nargs=2, type=Path, metavar=("CARRIED", "SITE"),
-                        help="(gpu_check.sh) copy a packed tree into SITE, un-xz its files")
+    parser.add_argument(
+        "--pack-wheel",
+        nargs=2,
+        type=Path,
+        metavar=("WHEEL", "SITE"),
+        help="(gpu_check.sh --prepare) unpack a wheel into SITE, xz its big files",
+    )
+    parser.add_argument(
+        "--unpack",
+        nargs=2,
+        type=Path,
+        metavar=("CARRIED", "SITE"),
+        help="(gpu_check.sh) copy a packed tree into SITE, un-xz its files",
+    )
     parser.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)  # child process
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
@@ -127,8 +147,18 @@ def drive(out: Path, dry_run: bool, budget: float, steps) -> int:
                 results["steps"][name] = status
                 continue
             result_file = Path(scratch) / f"{name}.json"
-            command = [sys.executable, __file__, "--step", name, "--result", str(result_file),
-                       "--out", str(out), "--seconds", str(limit)]
+            command = [
+                sys.executable,
+                __file__,
+                "--step",
+                name,
+                "--result",
+                str(result_file),
+                "--out",
+                str(out),
+                "--seconds",
+                str(limit),
+            ]
             if dry_run:
                 command.append("--dry-run")
             print(f"== step {name} (at most {limit:.0f} s)", file=sys.stderr, flush=True)
@@ -136,8 +166,14 @@ def drive(out: Path, dry_run: bool, budget: float, steps) -> int:
             log.flush()
             began = time.monotonic()
             try:
-                done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
-                                      timeout=limit, cwd=REPO, env=_child_env())
+                done = subprocess.run(
+                    command,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    timeout=limit,
+                    cwd=REPO,
+                    env=_child_env(),
+                )
                 code = done.returncode
             except subprocess.TimeoutExpired:
                 code = None
@@ -147,13 +183,19 @@ def drive(out: Path, dry_run: bool, budget: float, steps) -> int:
                 results.update(json.loads(result_file.read_text()))
             else:
                 status["ok"] = False
-                status["error"] = (f"timed out after {limit:.0f} s" if code is None
-                                   else f"exit code {code} (see gpu-log.txt)")
+                status["error"] = (
+                    f"timed out after {limit:.0f} s"
+                    if code is None
+                    else f"exit code {code} (see gpu-log.txt)"
+                )
                 if result_file.exists():  # a partial result written before the failure
                     results.update(json.loads(result_file.read_text()))
             results["steps"][name] = status
-            print(f"   {name}: {'ok' if status['ok'] else status['error']} "
-                  f"({status['seconds']} s)", file=sys.stderr, flush=True)
+            print(
+                f"   {name}: {'ok' if status['ok'] else status['error']} ({status['seconds']} s)",
+                file=sys.stderr,
+                flush=True,
+            )
     results["total_seconds"] = round(time.monotonic() - started, 1)
     _headline(results)
     (out / "gpu.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
@@ -223,8 +265,12 @@ def step_env(dry_run: bool, seconds: float) -> dict:
             tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
         )
         try:
-            smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=20)
+            smi = subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            )
             info["driver"] = smi.stdout.strip() or None
         except (OSError, subprocess.TimeoutExpired):
             info["driver"] = None
@@ -243,13 +289,18 @@ def step_tests(dry_run: bool, seconds: float) -> dict:
         # The GPU tests; the dry run takes only the marked ones (skipped without a GPU) so it
         # stays fast.
         selection = ["-m", "gpu"] if dry_run else []
-        gpu = _pytest(["Testing/test_gpu.py", *selection], Path(scratch) / "gpu.xml",
-                      seconds * (0.9 if dry_run else 0.5))
+        gpu = _pytest(
+            ["Testing/test_gpu.py", *selection],
+            Path(scratch) / "gpu.xml",
+            seconds * (0.9 if dry_run else 0.5),
+        )
         result.update({f"cuda_tests_{k}": v for k, v in gpu.items()})
         if dry_run:
             result["core_tests_not_run"] = "dry run"
             return result
-        runnable = [f for f, needs in CORE_TESTS.items() if all((data / n).is_file() for n in needs)]
+        runnable = [
+            f for f, needs in CORE_TESTS.items() if all((data / n).is_file() for n in needs)
+        ]
         result["core_test_files"] = runnable
         result["core_test_files_without_data"] = sorted(set(CORE_TESTS) - set(runnable))
         left = seconds - gpu["seconds"] - 5
@@ -260,20 +311,41 @@ def step_tests(dry_run: bool, seconds: float) -> dict:
 
 
 def _pytest(paths: list[str], junit: Path, timeout: float) -> dict:
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--no-header",
-               "-o", "addopts=", "-W", "ignore::pytest.PytestUnknownMarkWarning",
-               f"--junitxml={junit}", *paths]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--no-header",
+        "-o",
+        "addopts=",
+        "-W",
+        "ignore::pytest.PytestUnknownMarkWarning",
+        f"--junitxml={junit}",
+        *paths,
+    ]
     began = time.monotonic()
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO)
         output, code = done.stdout + done.stderr, done.returncode
     except subprocess.TimeoutExpired as error:
-        output = (error.stdout or b"").decode("utf-8", "replace") if isinstance(
-            error.stdout, bytes) else (error.stdout or "")
+        output = (
+            (error.stdout or b"").decode("utf-8", "replace")
+            if isinstance(error.stdout, bytes)
+            else (error.stdout or "")
+        )
         code = "timeout"
     print(output[-6000:], file=sys.stderr)
-    counts = {"passed": 0, "failed": 0, "skipped": 0, "failures": [], "exit": code,
-              "seconds": round(time.monotonic() - began, 1)}
+    counts = {
+        "passed": 0,
+        "failed": 0,
+        "skipped": 0,
+        "failures": [],
+        "exit": code,
+        "seconds": round(time.monotonic() - began, 1),
+    }
     if junit.exists():
         for case in ElementTree.parse(junit).getroot().iter("testcase"):
             name = f"{case.get('classname')}::{case.get('name')}"
@@ -283,7 +355,8 @@ def _pytest(paths: list[str], junit: Path, timeout: float) -> dict:
             if problem is not None:
                 counts["failed"] += 1
                 counts["failures"].append(
-                    {"test": name, "message": (problem.get("message") or "")[:400]})
+                    {"test": name, "message": (problem.get("message") or "")[:400]}
+                )
             elif case.find("skipped") is not None:
                 counts["skipped"] += 1
             else:
@@ -309,17 +382,27 @@ def step_inference(dry_run: bool, seconds: float) -> dict:
                 failures.append({"row": f"{case}/{setting}", "error": "not run: out of time"})
                 continue
             target = Path(scratch) / f"{case}-{setting}.json"
-            command = [sys.executable, str(BENCH / "inference.py"), "--device", device,
-                       "--cases", case, "--settings", setting, "--json", str(target)]
+            command = [
+                sys.executable,
+                str(BENCH / "inference.py"),
+                "--device",
+                device,
+                "--cases",
+                case,
+                "--settings",
+                setting,
+                "--json",
+                str(target),
+            ]
             try:
-                done = subprocess.run(command, capture_output=True, text=True, timeout=left,
-                                      cwd=REPO)
+                done = subprocess.run(
+                    command, capture_output=True, text=True, timeout=left, cwd=REPO
+                )
                 print(done.stdout[-3000:], done.stderr[-3000:], file=sys.stderr)
                 if done.returncode == 0:
                     rows.extend(json.loads(target.read_text())["rows"])
                 else:
-                    failures.append({"row": f"{case}/{setting}",
-                                     "error": _last_line(done.stderr)})
+                    failures.append({"row": f"{case}/{setting}", "error": _last_line(done.stderr)})
             except subprocess.TimeoutExpired:
                 failures.append({"row": f"{case}/{setting}", "error": "timed out"})
             # Keep what was measured so far if the step is stopped from outside.
@@ -419,17 +502,27 @@ def step_training(dry_run: bool, seconds: float) -> dict:
             if index >= warmup:
                 times.append(time.perf_counter() - began)
         median = sorted(times)[len(times) // 2]
-        row = {"batch_size": batch, "seconds_per_step": round(median, 5),
-               "pairs_per_second": round(batch / median, 2),
-               "losses_finite": bool(np.isfinite(losses).all())}
+        row = {
+            "batch_size": batch,
+            "seconds_per_step": round(median, 5),
+            "pairs_per_second": round(batch / median, 2),
+            "losses_finite": bool(np.isfinite(losses).all()),
+        }
         if device.type == "cuda":
             row["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         return row
 
-    result = {"device": str(device), "preset": "mri", "shipped_batch_size": shipped.batch_size,
-              "shipped_precision": "float16 autocast + GradScaler" if device.type == "cuda"
-              else "float32", "networks": "tiny (dry run)" if dry_run else
-              "paper (64 filters, 6 blocks; discriminator 64)"}
+    result = {
+        "device": str(device),
+        "preset": "mri",
+        "shipped_batch_size": shipped.batch_size,
+        "shipped_precision": "float16 autocast + GradScaler"
+        if device.type == "cuda"
+        else "float32",
+        "networks": "tiny (dry run)"
+        if dry_run
+        else "paper (64 filters, 6 blocks; discriminator 64)",
+    }
     out = {"training": result}
     started = time.monotonic()
     shipped_row = measure(shipped.batch_size)
@@ -488,34 +581,71 @@ def step_ddp(dry_run: bool, seconds: float) -> dict:
         volume = Path(scratch) / "train.nrrd"
         sitk.WriteImage(synthetic_volume((64, 64, 8), (1.0, 1.0, 4.0)), str(volume))
         out = Path(scratch) / "run"
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                   "--nproc_per_node", "1", "-m", "CLADE", "train", str(volume), "--out",
-                   str(out), "--device", device, "--epochs", "1", "--max-patches", "16" if dry_run else "64",
-                   "--batch-size", "4", "--base-filters", "4", "--n-blocks", "1",
-                   "--disc-filters", "4", "--quiet"]
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "1",
+            "-m",
+            "CLADE",
+            "train",
+            str(volume),
+            "--out",
+            str(out),
+            "--device",
+            device,
+            "--epochs",
+            "1",
+            "--max-patches",
+            "16" if dry_run else "64",
+            "--batch-size",
+            "4",
+            "--base-filters",
+            "4",
+            "--n-blocks",
+            "1",
+            "--disc-filters",
+            "4",
+            "--quiet",
+        ]
         began = time.monotonic()
         try:
-            done = subprocess.run(command, capture_output=True, text=True,
-                                  timeout=max(10.0, seconds - 15), cwd=REPO, env=_child_env())
+            done = subprocess.run(
+                command,
+                capture_output=True,
+                text=True,
+                timeout=max(10.0, seconds - 15),
+                cwd=REPO,
+                env=_child_env(),
+            )
             print(done.stdout[-3000:], done.stderr[-3000:], file=sys.stderr)
             code, stderr = done.returncode, done.stderr
         except subprocess.TimeoutExpired:
             code, stderr = None, "timed out"
-        run = {"exit_code": code, "seconds": round(time.monotonic() - began, 1),
-               "model_written": (out / "model_final.pt").is_file()}
+        run = {
+            "exit_code": code,
+            "seconds": round(time.monotonic() - began, 1),
+            "model_written": (out / "model_final.pt").is_file(),
+        }
         events = out / "events.jsonl"
         if events.is_file():
-            start = next((json.loads(line) for line in events.read_text().splitlines()
-                          if '"start"' in line), {})
+            start = next(
+                (json.loads(line) for line in events.read_text().splitlines() if '"start"' in line),
+                {},
+            )
             run.update(world_size=start.get("world_size"), device=start.get("device"))
         if code != 0:
             run["error"] = _last_line(stderr)
         result["torchrun_one_process"] = run
     # cuda:0, as distributed.setup names the device of local rank 0 (DDP needs the index).
-    result["ddp_one_rank"] = _ddp_one_rank("gloo" if dry_run else "nccl",
-                                           "cpu" if dry_run else "cuda:0")
-    result["ddp_ok"] = bool(result["torchrun_one_process"]["exit_code"] == 0
-                            and result["ddp_one_rank"].get("ok"))
+    result["ddp_one_rank"] = _ddp_one_rank(
+        "gloo" if dry_run else "nccl", "cpu" if dry_run else "cuda:0"
+    )
+    result["ddp_ok"] = bool(
+        result["torchrun_one_process"]["exit_code"] == 0 and result["ddp_one_rank"].get("ok")
+    )
     return {"ddp": result}
 
 
@@ -540,16 +670,18 @@ def _ddp_one_rank(backend: str, device_name: str) -> dict:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1",
-                      LOCAL_RANK="0")
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0"
+    )
     began = time.monotonic()
     device = torch.device(device_name)
     try:
         if device.type == "cuda":
             torch.cuda.set_device(device)  # as distributed.setup does before NCCL starts
         dist.init_process_group(backend=backend, rank=0, world_size=1)
-        config = TrainingConfig.from_preset("mri", batch_size=8, base_filters=8, n_blocks=2,
-                                            disc_filters=8, lambda_paired=1.0)
+        config = TrainingConfig.from_preset(
+            "mri", batch_size=8, base_filters=8, n_blocks=2, disc_filters=8, lambda_paired=1.0
+        )
         torch.manual_seed(0)
         step = TrainStep(build_networks(config), config, device, context=OneRankDDP())
         wrapped = type(step.generators).__name__
@@ -558,9 +690,14 @@ def _ddp_one_rank(backend: str, device_name: str) -> dict:
         values.append(step.warmup(y, y.flip(2)))
         agree = distributed.all_agree(OneRankDDP(), True)
         finite = all(bool(torch.isfinite(v).all()) for v in values)
-        return {"ok": finite and agree and wrapped == "DistributedDataParallel",
-                "backend": dist.get_backend(), "wrapped": wrapped, "losses_finite": finite,
-                "all_agree": agree, "seconds": round(time.monotonic() - began, 1)}
+        return {
+            "ok": finite and agree and wrapped == "DistributedDataParallel",
+            "backend": dist.get_backend(),
+            "wrapped": wrapped,
+            "losses_finite": finite,
+            "all_agree": agree,
+            "seconds": round(time.monotonic() - began, 1),
+        }
     except Exception as error:  # recorded, not raised: the step reports what broke
         return {"ok": False, "backend": backend, "error": f"{type(error).__name__}: {error}"}
     finally:
@@ -596,8 +733,9 @@ def step_oom(dry_run: bool, seconds: float) -> dict:
     model = _model(kind)
     device = "cpu" if dry_run else "cuda"
     slices = size[0]  # sagittal LR slices: every one of them in one forward pass
-    request = SuperResolutionRequest(model=model, device=device, tiling="slices",
-                                     precision="float32", ensemble="none")
+    request = SuperResolutionRequest(
+        model=model, device=device, tiling="slices", precision="float32", ensemble="none"
+    )
     reference = run(image, request)
     capture = _CaptureWarnings()
     logging.getLogger("CLADE").addHandler(capture)
@@ -609,13 +747,23 @@ def step_oom(dry_run: bool, seconds: float) -> dict:
         free, total = torch.cuda.mem_get_info()
         keep = 2 << 30
         ballast = torch.empty(max(0, free - keep), dtype=torch.uint8, device="cuda")
-        forced = (f"real: GPU filled until {keep >> 30} GiB of {total / 2**30:.0f} GiB were "
-                  f"free, then {slices} slices per forward pass asked for")
+        forced = (
+            f"real: GPU filled until {keep >> 30} GiB of {total / 2**30:.0f} GiB were "
+            f"free, then {slices} slices per forward pass asked for"
+        )
     began = time.monotonic()
     try:
-        result = run(image, SuperResolutionRequest(model=model, device=device, tiling="slices",
-                                                   precision="float32", ensemble="none",
-                                                   batch_size=slices))
+        result = run(
+            image,
+            SuperResolutionRequest(
+                model=model,
+                device=device,
+                tiling="slices",
+                precision="float32",
+                ensemble="none",
+                batch_size=slices,
+            ),
+        )
         finished, error = True, None
     except Exception as caught:  # recorded: the point is whether it finishes
         finished, error, result = False, f"{type(caught).__name__}: {caught}", None
@@ -623,18 +771,29 @@ def step_oom(dry_run: bool, seconds: float) -> dict:
         del ballast
         logging.getLogger("CLADE").removeHandler(capture)
     halvings = [m for m in capture.messages if "out of memory" in m]
-    out = {"case": case, "forced": forced, "asked_batch_slices": slices, "finished": finished,
-           "error": error, "halvings": len(halvings), "warnings": halvings[:12],
-           "seconds": round(time.monotonic() - began, 1)}
+    out = {
+        "case": case,
+        "forced": forced,
+        "asked_batch_slices": slices,
+        "finished": finished,
+        "error": error,
+        "halvings": len(halvings),
+        "warnings": halvings[:12],
+        "seconds": round(time.monotonic() - began, 1),
+    }
     if result is not None:
         low, high = reference.stats["intensity_window"]
-        difference = np.abs(sitk.GetArrayFromImage(result.image)
-                            - sitk.GetArrayFromImage(reference.image)) / (high - low)
-        out.update(final_batch_slices=result.stats["batch_size"],
-                   max_difference_vs_unforced=float(difference.max()),
-                   mean_difference_vs_unforced=float(difference.mean()))
-    out["ok"] = bool(finished and out["halvings"] >= 1
-                     and out.get("max_difference_vs_unforced", 1.0) < 1e-2)
+        difference = np.abs(
+            sitk.GetArrayFromImage(result.image) - sitk.GetArrayFromImage(reference.image)
+        ) / (high - low)
+        out.update(
+            final_batch_slices=result.stats["batch_size"],
+            max_difference_vs_unforced=float(difference.max()),
+            mean_difference_vs_unforced=float(difference.mean()),
+        )
+    out["ok"] = bool(
+        finished and out["halvings"] >= 1 and out.get("max_difference_vs_unforced", 1.0) < 1e-2
+    )
     return {"oom": out}
 
 
@@ -677,8 +836,9 @@ def pack_wheel(wheel: Path, site: Path) -> None:
         if shutil.which("xz"):
             subprocess.run(["xz", "-9", "-T0", "-f", str(path)], check=True)
         else:
-            path.with_name(path.name + ".xz").write_bytes(lzma.compress(path.read_bytes(),
-                                                                        preset=9))
+            path.with_name(path.name + ".xz").write_bytes(
+                lzma.compress(path.read_bytes(), preset=9)
+            )
             path.unlink()
 
 
@@ -699,9 +859,15 @@ def unpack_site(carried: Path, site: Path) -> None:
             shutil.copyfile(path, target)
 
 
-STEP_FUNCTIONS = {"env": step_env, "tests": step_tests, "inference": step_inference,
-                  "adapt": step_adapt, "training": step_training, "ddp": step_ddp,
-                  "oom": step_oom}
+STEP_FUNCTIONS = {
+    "env": step_env,
+    "tests": step_tests,
+    "inference": step_inference,
+    "adapt": step_adapt,
+    "training": step_training,
+    "ddp": step_ddp,
+    "oom": step_oom,
+}
 
 
 # -- the Markdown report ---------------------------------------------------------------------
@@ -714,47 +880,74 @@ def markdown(results: dict) -> str:
         return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
     title = "GPU check (DRY RUN on CPU: no GPU figure)" if results.get("dry_run") else "GPU check"
-    lines = [f"# {title}", "", f"Device: {results.get('device')}; torch {results.get('torch')}"
-             f", CUDA {results.get('cuda')}, SimpleITK {results.get('simpleitk')}; "
-             f"{results.get('total_seconds')} s in all.", ""]
+    lines = [
+        f"# {title}",
+        "",
+        f"Device: {results.get('device')}; torch {results.get('torch')}"
+        f", CUDA {results.get('cuda')}, SimpleITK {results.get('simpleitk')}; "
+        f"{results.get('total_seconds')} s in all.",
+        "",
+    ]
     lines += ["| figure | measured | paper (RTX A6000) |", "|---|---|---|"]
-    lines.append(f"| CUDA tests passed / failed / skipped | {fmt(results.get('cuda_tests_passed'))}"
-                 f" / {fmt(results.get('cuda_tests_failed'))} / "
-                 f"{fmt(results.get('cuda_tests_skipped'))} | |")
+    lines.append(
+        f"| CUDA tests passed / failed / skipped | {fmt(results.get('cuda_tests_passed'))}"
+        f" / {fmt(results.get('cuda_tests_failed'))} / "
+        f"{fmt(results.get('cuda_tests_skipped'))} | |"
+    )
     if "core_tests_passed" in results:
-        lines.append(f"| core tests passed / failed | {results['core_tests_passed']} / "
-                     f"{results['core_tests_failed']} | |")
-    lines.append(f"| paper-sized MRI, paper's patches, s | {fmt(results['paper_mri_seconds'])}"
-                 f" | {PAPER['mri_seconds']:g} |")
-    lines.append(f"| paper-sized CT, paper's patches, s | {fmt(results['paper_ct_seconds'])}"
-                 f" | {PAPER['ct_seconds']:g} |")
+        lines.append(
+            f"| core tests passed / failed | {results['core_tests_passed']} / "
+            f"{results['core_tests_failed']} | |"
+        )
+    lines.append(
+        f"| paper-sized MRI, paper's patches, s | {fmt(results['paper_mri_seconds'])}"
+        f" | {PAPER['mri_seconds']:g} |"
+    )
+    lines.append(
+        f"| paper-sized CT, paper's patches, s | {fmt(results['paper_ct_seconds'])}"
+        f" | {PAPER['ct_seconds']:g} |"
+    )
     lines.append(f"| paper-sized MRI, default, s | {fmt(results['default_mri_seconds'])} | |")
     lines.append(f"| paper-sized CT, default, s | {fmt(results['default_ct_seconds'])} | |")
-    lines.append(f"| 512x512x83 CT, paper's patches / default, s | "
-                 f"{fmt(results['large_ct_paper_seconds'])} / "
-                 f"{fmt(results['large_ct_default_seconds'])} | |")
+    lines.append(
+        f"| 512x512x83 CT, paper's patches / default, s | "
+        f"{fmt(results['large_ct_paper_seconds'])} / "
+        f"{fmt(results['large_ct_default_seconds'])} | |"
+    )
     adapt = results.get("adapt") or {}
-    lines.append(f"| --adapt {adapt.get('steps', 500)} on {adapt.get('case', 'mri')}, s | "
-                 f"{fmt(adapt.get('adapt_seconds'))} | |")
+    lines.append(
+        f"| --adapt {adapt.get('steps', 500)} on {adapt.get('case', 'mri')}, s | "
+        f"{fmt(adapt.get('adapt_seconds'))} | |"
+    )
     training = results.get("training") or {}
-    lines.append(f"| training pairs/s, batch {training.get('shipped_batch_size')} "
-                 f"({training.get('shipped_precision')}) | "
-                 f"{fmt(results.get('training_pairs_per_second'))} | "
-                 f"~{PAPER['training_pairs_per_second']} |")
+    lines.append(
+        f"| training pairs/s, batch {training.get('shipped_batch_size')} "
+        f"({training.get('shipped_precision')}) | "
+        f"{fmt(results.get('training_pairs_per_second'))} | "
+        f"~{PAPER['training_pairs_per_second']} |"
+    )
     bf16 = training.get("bfloat16_at_shipped_batch") or {}
-    lines.append(f"| training pairs/s, same batch, bfloat16 autocast | "
-                 f"{fmt(bf16.get('pairs_per_second'))} | |")
+    lines.append(
+        f"| training pairs/s, same batch, bfloat16 autocast | "
+        f"{fmt(bf16.get('pairs_per_second'))} | |"
+    )
     largest = training.get("largest_batch") or {}
-    lines.append(f"| training pairs/s, largest batch tried that fit "
-                 f"({largest.get('batch_size')}) | {fmt(largest.get('pairs_per_second'))} | |")
+    lines.append(
+        f"| training pairs/s, largest batch tried that fit "
+        f"({largest.get('batch_size')}) | {fmt(largest.get('pairs_per_second'))} | |"
+    )
     ddp = results.get("ddp") or {}
-    lines.append(f"| torchrun 1 process / one-rank DDP ({(ddp.get('ddp_one_rank') or {}).get('backend')})"
-                 f" | exit {(ddp.get('torchrun_one_process') or {}).get('exit_code')} / "
-                 f"{'ok' if (ddp.get('ddp_one_rank') or {}).get('ok') else 'FAILED'} | |")
+    lines.append(
+        f"| torchrun 1 process / one-rank DDP ({(ddp.get('ddp_one_rank') or {}).get('backend')})"
+        f" | exit {(ddp.get('torchrun_one_process') or {}).get('exit_code')} / "
+        f"{'ok' if (ddp.get('ddp_one_rank') or {}).get('ok') else 'FAILED'} | |"
+    )
     oom = results.get("oom") or {}
-    lines.append(f"| out of memory forced: halvings, finished, final batch | "
-                 f"{oom.get('halvings')}, {oom.get('finished')}, {oom.get('final_batch_slices')}"
-                 f" | |")
+    lines.append(
+        f"| out of memory forced: halvings, finished, final batch | "
+        f"{oom.get('halvings')}, {oom.get('finished')}, {oom.get('final_batch_slices')}"
+        f" | |"
+    )
     lines += ["", "## Inference rows", ""]
     rows = results.get("inference_rows") or []
     if rows:
@@ -768,20 +961,30 @@ def markdown(results: dict) -> str:
     for failure in results.get("inference_failures") or []:
         lines.append(f"- not measured: {failure['row']}: {failure['error']}")
     if training.get("batch_sweep"):
-        lines += ["", "## Training batch sweep (as shipped)", "",
-                  "| batch | s/step | pairs/s | peak GPU MB |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "## Training batch sweep (as shipped)",
+            "",
+            "| batch | s/step | pairs/s | peak GPU MB |",
+            "|---|---|---|---|",
+        ]
         for r in [training.get("shipped")] + training["batch_sweep"]:
-            lines.append(f"| {r['batch_size']} | {r['seconds_per_step']} | "
-                         f"{r['pairs_per_second']} | {fmt(r.get('peak_gpu_mb'), 0)} |")
+            lines.append(
+                f"| {r['batch_size']} | {r['seconds_per_step']} | "
+                f"{r['pairs_per_second']} | {fmt(r.get('peak_gpu_mb'), 0)} |"
+            )
     failures = (results.get("cuda_tests_failures") or []) + (
-        results.get("core_tests_failures") or [])
+        results.get("core_tests_failures") or []
+    )
     if failures:
         lines += ["", "## Failed tests", ""]
         lines += [f"- `{f['test']}`: {f['message']}" for f in failures]
     lines += ["", "## Steps", "", "| step | ok | seconds | error |", "|---|---|---|---|"]
     for name, status in results.get("steps", {}).items():
-        lines.append(f"| {name} | {status.get('ok')} | {status.get('seconds', '')} | "
-                     f"{status.get('error', '')} |")
+        lines.append(
+            f"| {name} | {status.get('ok')} | {status.get('seconds', '')} | "
+            f"{status.get('error', '')} |"
+        )
     return "\n".join(lines) + "\n"
 
 

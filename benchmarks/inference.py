@@ -121,8 +121,11 @@ def run_row(case: str, setting: str, device: str) -> dict:
     engine = StackInference(runner, chosen["tiling"], stride=chosen["stride"])
     out_shape = tuple(stats["output_size"][::-1])
     stack_shape = lr_slice_stack(np.empty(out_shape, np.uint8), 0, stats["thick_axis"]).shape
-    sample = np.random.default_rng(0).uniform(-1, 1, (min(NET_SAMPLE_SLICES, stack_shape[0]),)
-                                              + stack_shape[1:]).astype(np.float32)
+    sample = (
+        np.random.default_rng(0)
+        .uniform(-1, 1, (min(NET_SAMPLE_SLICES, stack_shape[0]),) + stack_shape[1:])
+        .astype(np.float32)
+    )
     net_seconds = _bare_network_seconds(engine, sample, device) * stack_shape[0] / len(sample)
     row = {
         "case": case,
@@ -161,8 +164,9 @@ def _bare_network_seconds(engine, sample: np.ndarray, device: str) -> float:
     if engine.tiling == "patches":
         patcher = engine._patcher(*sample.shape[1:])
         inputs = patcher.extract(stack)
-        batches = [inputs[i : i + engine.batch_size] for i in range(0, len(inputs),
-                                                                     engine.batch_size)]
+        batches = [
+            inputs[i : i + engine.batch_size] for i in range(0, len(inputs), engine.batch_size)
+        ]
     else:
         padded = pad_slices(stack[:, None])
         per = max(1, engine._batch_pixels // (padded.shape[2] * padded.shape[3]))
@@ -179,8 +183,10 @@ def _bare_network_seconds(engine, sample: np.ndarray, device: str) -> float:
 
 
 def format_table(rows: list[dict]) -> str:
-    header = ("| case | setting | model | input -> output | tiling | precision | s | Mvox/s | "
-              "net s | e2e/net | peak RSS MB | peak/out | speed-up | paper GPU s |")
+    header = (
+        "| case | setting | model | input -> output | tiling | precision | s | Mvox/s | "
+        "net s | e2e/net | peak RSS MB | peak/out | speed-up | paper GPU s |"
+    )
     lines = [header, "|" + "---|" * 14]
     paper = {r["case"]: r["seconds"] for r in rows if r["setting"] == "paper"}
     for r in rows:
@@ -203,8 +209,9 @@ def format_table(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", nargs="+", default=["mri", "ct"], choices=sorted(CASES))
-    parser.add_argument("--settings", nargs="+", default=["paper", "default"],
-                        choices=sorted(SETTINGS))
+    parser.add_argument(
+        "--settings", nargs="+", default=["paper", "default"], choices=sorted(SETTINGS)
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     parser.add_argument("--row", nargs=2, metavar=("CASE", "SETTING"), help=argparse.SUPPRESS)
@@ -218,7 +225,8 @@ def main(argv=None) -> int:
             print(f"running {case} / {setting} on {args.device} ...", file=sys.stderr, flush=True)
             completed = subprocess.run(
                 [sys.executable, __file__, "--row", case, setting, "--device", args.device],
-                capture_output=True, text=True,
+                capture_output=True,
+                text=True,
             )
             if completed.returncode != 0:
                 print(completed.stderr, file=sys.stderr)

@@ -102,41 +102,100 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Quality table of CLADE models vs spline, sharpened spline and ECLARE.",
     )
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                        help=f"folder made by prepare_eval_data.py ({DEFAULT_DATA})")
-    parser.add_argument("--volume", action="append", default=None, metavar="NAME",
-                        help="evaluate only this volume of the manifest (repeatable; default all)")
-    parser.add_argument("--model", action="append", default=[], metavar="NAME_OR_PATH",
-                        help="CLADE model: shipped name or model file (repeatable)")
-    parser.add_argument("--adapt", type=int, action="append", default=[], metavar="STEPS",
-                        help="also each model adapted to the volume for STEPS steps first "
-                             "(CLADE.adaptation; repeatable); its seconds include adapting")
-    parser.add_argument("--stride", type=int, default=None,
-                        help="inference stride for every model (default: each model's own)")
-    parser.add_argument("--inference", action="append", default=[], metavar="SPEC",
-                        help="inference settings to compare, repeatable: TILING[:STRIDE]/"
-                        "ENSEMBLE/PRECISION, e.g. patches:12/none/float32 or slices/flips/bfloat16 "
-                        "(default: the model's defaults)")
-    parser.add_argument("--all-modalities", action="store_true",
-                        help="run every model on every volume, not only on its modality's")
-    parser.add_argument("--eclare", action="store_true",
-                        help="run ECLARE where its output does not exist yet (slow on CPU)")
-    parser.add_argument("--no-eclare", action="store_true",
-                        help="leave ECLARE out even where its output exists")
-    parser.add_argument("--eclare-venv", type=Path, default=DEFAULT_ECLARE_VENV,
-                        help=f"ECLARE's virtual environment ({DEFAULT_ECLARE_VENV})")
-    parser.add_argument("--orientation", choices=ORIENTATIONS, default="auto",
-                        help="LR plane(s) for PIQE and the figure (default auto)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA,
+        help=f"folder made by prepare_eval_data.py ({DEFAULT_DATA})",
+    )
+    parser.add_argument(
+        "--volume",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="evaluate only this volume of the manifest (repeatable; default all)",
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME_OR_PATH",
+        help="CLADE model: shipped name or model file (repeatable)",
+    )
+    parser.add_argument(
+        "--adapt",
+        type=int,
+        action="append",
+        default=[],
+        metavar="STEPS",
+        help="also each model adapted to the volume for STEPS steps first "
+        "(CLADE.adaptation; repeatable); its seconds include adapting",
+    )
+    parser.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        help="inference stride for every model (default: each model's own)",
+    )
+    parser.add_argument(
+        "--inference",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="inference settings to compare, repeatable: TILING[:STRIDE]/"
+        "ENSEMBLE/PRECISION, e.g. patches:12/none/float32 or slices/flips/bfloat16 "
+        "(default: the model's defaults)",
+    )
+    parser.add_argument(
+        "--all-modalities",
+        action="store_true",
+        help="run every model on every volume, not only on its modality's",
+    )
+    parser.add_argument(
+        "--eclare",
+        action="store_true",
+        help="run ECLARE where its output does not exist yet (slow on CPU)",
+    )
+    parser.add_argument(
+        "--no-eclare", action="store_true", help="leave ECLARE out even where its output exists"
+    )
+    parser.add_argument(
+        "--eclare-venv",
+        type=Path,
+        default=DEFAULT_ECLARE_VENV,
+        help=f"ECLARE's virtual environment ({DEFAULT_ECLARE_VENV})",
+    )
+    parser.add_argument(
+        "--orientation",
+        choices=ORIENTATIONS,
+        default="auto",
+        help="LR plane(s) for PIQE and the figure (default auto)",
+    )
     parser.add_argument("--edges", type=int, default=16, help="edge profiles for ES (16)")
     parser.add_argument("--device", default="cpu", help="device for CLADE inference (cpu)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads for CLADE inference (default: torch's)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help=f"folder for the figures (and --save-volumes) ({DEFAULT_OUT})")
-    parser.add_argument("--report", type=Path, default=None,
-                        help="JSON report path (default OUT/model_quality.json)")
-    parser.add_argument("--save-volumes", action="store_true",
-                        help="also write every method's volume to OUT/<volume>/<method>.nii.gz")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads for CLADE inference (default: torch's)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"folder for the figures (and --save-volumes) ({DEFAULT_OUT})",
+    )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        help="JSON report path (default OUT/model_quality.json)",
+    )
+    parser.add_argument(
+        "--save-volumes",
+        action="store_true",
+        help="also write every method's volume to OUT/<volume>/<method>.nii.gz",
+    )
     args = parser.parse_args(argv)
     if args.report is None:
         args.report = args.out / "model_quality.json"
@@ -212,15 +271,19 @@ def eclare_result(volume: dict, thick_path: Path, args, log) -> tuple[sitk.Image
         if not executable.is_file():
             raise SystemExit(f"{executable} not found: run bash benchmarks/eclare_env.sh first.")
         out_dir.mkdir(parents=True, exist_ok=True)
-        command = eclare_command(executable, thick_path, out_dir,
-                                 volume["relative_slice_thickness"])
+        command = eclare_command(
+            executable, thick_path, out_dir, volume["relative_slice_thickness"]
+        )
         log(f"  running ECLARE (log: {out_dir / 'eclare.log'}): {' '.join(command)}")
         with open(out_dir / "eclare.log", "w") as handle:
             started = time.perf_counter()
             completed = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT)
             seconds = time.perf_counter() - started
-        record = {"seconds": seconds, "returncode": completed.returncode,
-                  "command": " ".join(command[1:])}
+        record = {
+            "seconds": seconds,
+            "returncode": completed.returncode,
+            "command": " ".join(command[1:]),
+        }
         record_path.write_text(json.dumps(record, indent=2) + "\n")
         if completed.returncode != 0:
             log(f"  ECLARE failed (exit {completed.returncode}): see {out_dir / 'eclare.log'}")
@@ -264,11 +327,17 @@ def evaluate_volume(volume: dict, models, args, log) -> dict:
             started = time.perf_counter()
             adapted = None
             if steps:
-                adapted = adapt_to_volume(thick, model, steps=steps, thick_axis=axis,
-                                          device=args.device)
+                adapted = adapt_to_volume(
+                    thick, model, steps=steps, thick_axis=axis, device=args.device
+                )
                 log(f"    {adapted.summary()}")
-            result = super_resolve(thick, adapted.model if adapted else model,
-                                   thick_axis=axis, device=args.device, **settings)
+            result = super_resolve(
+                thick,
+                adapted.model if adapted else model,
+                thick_axis=axis,
+                device=args.device,
+                **settings,
+            )
             seconds[name] = time.perf_counter() - started
             methods.append((name, result.image))
             extra[name] = {"spec": str(spec), "trained": model.trained, **_plain(result.stats)}
@@ -284,15 +353,17 @@ def evaluate_volume(volume: dict, models, args, log) -> dict:
     rows = []
     for row in report.rows:
         name = row["name"]
-        rows.append({
-            "name": name,
-            "psnr": row.get("psnr"),
-            "ssim": row.get("ssim"),
-            "edge_sharpness": row.get("edge_sharpness"),
-            "piqe": row.get("piqe_mean", row.get(f"piqe_{comparison.planes[0]}")),
-            **{k: v for k, v in row.items() if k.startswith("piqe_")},
-            "seconds": seconds.get(name),
-        })
+        rows.append(
+            {
+                "name": name,
+                "psnr": row.get("psnr"),
+                "ssim": row.get("ssim"),
+                "edge_sharpness": row.get("edge_sharpness"),
+                "piqe": row.get("piqe_mean", row.get(f"piqe_{comparison.planes[0]}")),
+                **{k: v for k, v in row.items() if k.startswith("piqe_")},
+                "seconds": seconds.get(name),
+            }
+        )
 
     args.out.mkdir(parents=True, exist_ok=True)
     figure = save_evaluation_figure(comparison, report, args.out / f"{volume['name']}.png")
@@ -326,19 +397,18 @@ def check_targets(rows: list[dict], name: str) -> dict:
     checks = {
         "psnr": model["psnr"] >= spline["psnr"] - PSNR_MARGIN_DB,
         "ssim": model["ssim"] >= spline["ssim"],
-        "edge_sharpness": model["edge_sharpness"] > max(
-            spline["edge_sharpness"], sharp["edge_sharpness"]
-        ),
+        "edge_sharpness": model["edge_sharpness"]
+        > max(spline["edge_sharpness"], sharp["edge_sharpness"]),
         "piqe": model["piqe"] < min(spline["piqe"], sharp["piqe"]),
     }
     details = {
         "psnr": f"{model['psnr']:.2f} dB vs spline {spline['psnr']:.2f} "
-                f"({model['psnr'] - spline['psnr']:+.2f}; allowed -{PSNR_MARGIN_DB})",
+        f"({model['psnr'] - spline['psnr']:+.2f}; allowed -{PSNR_MARGIN_DB})",
         "ssim": f"{model['ssim']:.4f} vs spline {spline['ssim']:.4f}",
         "edge_sharpness": f"{model['edge_sharpness']:.4f} vs spline "
-                          f"{spline['edge_sharpness']:.4f}, sharpened {sharp['edge_sharpness']:.4f}",
+        f"{spline['edge_sharpness']:.4f}, sharpened {sharp['edge_sharpness']:.4f}",
         "piqe": f"{model['piqe']:.2f} vs spline {spline['piqe']:.2f}, "
-                f"sharpened {sharp['piqe']:.2f}",
+        f"sharpened {sharp['piqe']:.2f}",
     }
     return {"pass": all(checks.values()), "checks": checks, "details": details}
 
@@ -413,8 +483,9 @@ def main(argv=None) -> int:
     if models:
         print("### Targets (issue 6)\n")
         for name, _, spec, _ in models:
-            verdicts = [(r["volume"]["name"], r["targets"][name]) for r in results
-                        if name in r["targets"]]
+            verdicts = [
+                (r["volume"]["name"], r["targets"][name]) for r in results if name in r["targets"]
+            ]
             if not verdicts:
                 print(f"- {name} ({spec}): no volume of its modality evaluated")
                 continue

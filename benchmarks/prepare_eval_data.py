@@ -70,8 +70,18 @@ def nilearn_wheel(cache: Path) -> Path:
     if not wheels:
         print(f"Downloading the nilearn wheel into {cache} (pip download --no-deps nilearn)")
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-             "--dest", str(cache), "nilearn"],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary",
+                ":all:",
+                "--dest",
+                str(cache),
+                "nilearn",
+            ],
             check=True,
         )
         wheels = sorted(glob.glob(str(cache / "nilearn-*.whl")))
@@ -136,19 +146,21 @@ def build(out: Path, cache: Path, colin: bool, ct_path: Path) -> list[dict]:
                 f"{path.name}: {describe(thick)} ({PROFILE} profile, FWHM {thickness:g} mm, "
                 f"{used} of {iso.GetSize()[AXIS]} reference slices)"
             )
-            entries.append({
-                "name": name,
-                "modality": modality,
-                "thick": path.name,
-                "reference": reference.name,
-                "thickness_mm": thickness,
-                "spacing_mm": thickness,
-                "axis": AXIS,
-                "profile": PROFILE,
-                "reference_spacing_mm": step,
-                "relative_slice_thickness": thickness / in_plane,
-                "source": origin,
-            })
+            entries.append(
+                {
+                    "name": name,
+                    "modality": modality,
+                    "thick": path.name,
+                    "reference": reference.name,
+                    "thickness_mm": thickness,
+                    "spacing_mm": thickness,
+                    "axis": AXIS,
+                    "profile": PROFILE,
+                    "reference_spacing_mm": step,
+                    "relative_slice_thickness": thickness / in_plane,
+                    "source": origin,
+                }
+            )
     manifest = out / MANIFEST
     manifest.write_text(json.dumps({"volumes": entries}, indent=2) + "\n")
     print(f"{manifest}: {len(entries)} evaluation volumes")
@@ -157,11 +169,21 @@ def build(out: Path, cache: Path, colin: bool, ct_path: Path) -> list[dict]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder ({DEFAULT_OUT})")
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
-                        help=f"where the nilearn wheel is kept ({DEFAULT_CACHE})")
-    parser.add_argument("--no-colin", dest="colin", action="store_false",
-                        help="skip Colin27 even when mricron-data is installed")
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"output folder ({DEFAULT_OUT})"
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=DEFAULT_CACHE,
+        help=f"where the nilearn wheel is kept ({DEFAULT_CACHE})",
+    )
+    parser.add_argument(
+        "--no-colin",
+        dest="colin",
+        action="store_false",
+        help="skip Colin27 even when mricron-data is installed",
+    )
     parser.add_argument("--ct", type=Path, default=CT_PATH, help=f"isotropic CT ({CT_PATH})")
     args = parser.parse_args(argv)
     build(args.out, args.cache, args.colin, args.ct)

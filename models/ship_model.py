@@ -30,8 +30,9 @@ def main() -> None:
     parser.add_argument("--description", required=True)
     parser.add_argument("--card", help="model card (Markdown), path relative to the repository")
     parser.add_argument("--quality", help="JSON file of measured quality to copy into the entry")
-    parser.add_argument("--stride", type=int,
-                        help="default inference stride to record (default: the model's own)")
+    parser.add_argument(
+        "--stride", type=int, help="default inference stride to record (default: the model's own)"
+    )
     args = parser.parse_args()
 
     loaded = load_model(args.model)

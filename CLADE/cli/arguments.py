@@ -74,7 +74,9 @@ def float_in(
         too_low = low is not None and (value <= low if low_open else value < low)
         too_high = high is not None and value > high
         if too_low or too_high:
-            raise argparse.ArgumentTypeError(f"expected {_range(low, high, low_open)}, got {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"expected {_range(low, high, low_open)}, got {text!r}"
+            )
         return value
 
     parse.__name__ = "number"

@@ -22,7 +22,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("iso", help="isotropic volume (file or DICOM series folder)")
     parser.add_argument("output", help="output file (.nrrd, .nii, .nii.gz, .mha, .mhd)")
     parser.add_argument(
-        "--thickness", type=positive_float, required=True, help="slice thickness in mm (profile FWHM)"
+        "--thickness",
+        type=positive_float,
+        required=True,
+        help="slice thickness in mm (profile FWHM)",
     )
     parser.add_argument(
         "--spacing",

@@ -195,8 +195,9 @@ def _run_one(args, mode: str) -> int:
         if isinstance(bar, ProgressBar):
             bar.close()
     if mode == "json":
-        json_event("done", output=result.stats["output"], summary=result.summary(),
-                   stats=result.stats)
+        json_event(
+            "done", output=result.stats["output"], summary=result.summary(), stats=result.stats
+        )
     elif mode == "bar":
         print(f"{destination}: {result.summary()}")
     return 0
@@ -240,12 +241,19 @@ def _run_cohort(args, mode: str) -> int:
             bar.close()
         bars.clear()
         if mode == "json":
-            json_event("input", input=str(outcome.item.source), output=str(outcome.item.output),
-                       status=outcome.status, seconds=round(outcome.seconds, 2),
-                       message=outcome.note)
+            json_event(
+                "input",
+                input=str(outcome.item.source),
+                output=str(outcome.item.output),
+                status=outcome.status,
+                seconds=round(outcome.seconds, 2),
+                message=outcome.note,
+            )
         elif mode == "bar" and outcome.status != "done":
-            print(f"clade: {prefix}{outcome.item.source}: {outcome.status}: {outcome.note}",
-                  file=sys.stderr)
+            print(
+                f"clade: {prefix}{outcome.item.source}: {outcome.status}: {outcome.note}",
+                file=sys.stderr,
+            )
 
     outcomes = run_cohort(
         mine,

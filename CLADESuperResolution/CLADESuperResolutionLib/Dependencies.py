@@ -56,6 +56,7 @@ def versionAtLeast(version: str, minimum: str) -> bool:
         >>> versionAtLeast("2.13.0+cpu", "2.1"), versionAtLeast("2.0.1", "2.1")
         (True, False)
     """
+
     def numbers(text):
         match = re.match(r"\d+(\.\d+)*", text.strip())
         return tuple(int(part) for part in match.group(0).split(".")) if match else ()
@@ -96,9 +97,16 @@ class DependencyInstaller:
         never around a question, so the cursor is normal over every dialog.
     """
 
-    def __init__(self, confirm, installTorch, pipInstall, isInstalled=isInstalled,
-                 canInstallTorch=lambda: True, torchVersion=lambda: installedVersion("torch"),
-                 busy=contextlib.nullcontext):
+    def __init__(
+        self,
+        confirm,
+        installTorch,
+        pipInstall,
+        isInstalled=isInstalled,
+        canInstallTorch=lambda: True,
+        torchVersion=lambda: installedVersion("torch"),
+        busy=contextlib.nullcontext,
+    ):
         self.confirm = confirm
         self.installTorch = installTorch
         self.pipInstall = pipInstall
@@ -109,8 +117,11 @@ class DependencyInstaller:
 
     def missingRequirements(self) -> list[str]:
         """pip requirements of packages that are not importable (torch excluded)."""
-        return [req for name, req in PIP_REQUIREMENTS.items()
-                if name not in NEVER_INSTALL and not self.isInstalled(name)]
+        return [
+            req
+            for name, req in PIP_REQUIREMENTS.items()
+            if name not in NEVER_INSTALL and not self.isInstalled(name)
+        ]
 
     def torchInstalled(self) -> bool:
         return self.isInstalled("torch")

@@ -85,10 +85,14 @@ def describePackages(info: dict | None, torchInstalled: bool) -> str:
     if info is None:
         return "PyTorch is installed (checking its version...)."
     if not info.get("torch"):
-        return f"PyTorch is installed but cannot be imported ({info.get('error', 'unknown error')})."
+        return (
+            f"PyTorch is installed but cannot be imported ({info.get('error', 'unknown error')})."
+        )
     if not info.get("cuda"):
         return f"PyTorch {info['torch']}, CPU-only build (no CUDA)."
-    gpu = (f"GPU {info.get('gpu')} ({float(info.get('gpu_memory_gb', 0.0)):.1f} GB)"
-           if info.get("cuda_available") else "no usable GPU found")
+    gpu = (
+        f"GPU {info.get('gpu')} ({float(info.get('gpu_memory_gb', 0.0)):.1f} GB)"
+        if info.get("cuda_available")
+        else "no usable GPU found"
+    )
     return f"PyTorch {info['torch']} with CUDA {info['cuda']}: {gpu}."
-

@@ -32,8 +32,13 @@ def validateInputVolume(volumeNode, role: str = "input volume") -> tuple[bool, s
         return False, f"Select an {role}."
     name = volumeNode.GetName()
     if volumeNode.IsA("vtkMRMLLabelMapVolumeNode"):
-        return False, f"{name} is a label map (segmentation), not an image: select a grey-level volume."
-    if volumeNode.IsA("vtkMRMLVectorVolumeNode") or volumeNode.IsA("vtkMRMLDiffusionTensorVolumeNode"):
+        return (
+            False,
+            f"{name} is a label map (segmentation), not an image: select a grey-level volume.",
+        )
+    if volumeNode.IsA("vtkMRMLVectorVolumeNode") or volumeNode.IsA(
+        "vtkMRMLDiffusionTensorVolumeNode"
+    ):
         return False, f"{name} is a vector or colour volume: select a scalar (grey-level) volume."
     if not volumeNode.IsA("vtkMRMLScalarVolumeNode"):
         return False, f"{name} is not a scalar volume: select a grey-level volume."
@@ -44,7 +49,10 @@ def validateInputVolume(volumeNode, role: str = "input volume") -> tuple[bool, s
         return False, f"{name} has several components per voxel: select a scalar volume."
     dims = imageData.GetDimensions()
     if min(dims) <= 1:
-        return False, f"{name} is a 2D image ({dims[0]}x{dims[1]}x{dims[2]}): CLADE needs a 3D volume."
+        return (
+            False,
+            f"{name} is a 2D image ({dims[0]}x{dims[1]}x{dims[2]}): CLADE needs a 3D volume.",
+        )
     spacing = volumeNode.GetSpacing()
     thick = max(range(3), key=lambda axis: spacing[axis])
     finest = min(spacing[axis] for axis in range(3) if axis != thick)
@@ -59,7 +67,9 @@ def validateInputVolume(volumeNode, role: str = "input volume") -> tuple[bool, s
     return True, ""
 
 
-def validateWritableFolder(folder, role: str = "output folder", create: bool = False) -> tuple[bool, str]:
+def validateWritableFolder(
+    folder, role: str = "output folder", create: bool = False
+) -> tuple[bool, str]:
     """Can files be written in ``folder``? Never touches the disk unless ``create`` is True.
 
     A folder that does not exist yet is fine when its nearest existing parent is a writable
@@ -76,22 +86,28 @@ def validateWritableFolder(folder, role: str = "output folder", create: bool = F
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as error:
-                return False, f"The {role} {folder} cannot be created ({error.strerror}): choose another."
+                return (
+                    False,
+                    f"The {role} {folder} cannot be created ({error.strerror}): choose another.",
+                )
         else:
             parent = next((p for p in folder.absolute().parents if p.exists()), None)
             if parent is None or not parent.is_dir():
                 return False, f"The {role} {folder} cannot be created: choose another."
             if not os.access(parent, os.W_OK | os.X_OK):
-                return False, (f"The {role} {folder} cannot be created in {parent}: choose a "
-                               "folder you can write to.")
+                return False, (
+                    f"The {role} {folder} cannot be created in {parent}: choose a "
+                    "folder you can write to."
+                )
             return True, ""
     if not os.access(folder, os.W_OK | os.X_OK):
         return False, f"The {role} {folder} cannot be written: choose a folder you can write to."
     return True, ""
 
 
-def validateTrainingInputs(volumeNodes, folder, outputFolder, validationNode=None,
-                           listFolder=None) -> tuple[bool, str]:
+def validateTrainingInputs(
+    volumeNodes, folder, outputFolder, validationNode=None, listFolder=None
+) -> tuple[bool, str]:
     """Training needs at least one volume (nodes and/or a folder) and a writable output folder.
 
     ``listFolder(folder)`` returns the volume files of a folder (injected so this stays cheap
@@ -130,7 +146,9 @@ def volumeFilesInFolder(folder) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(
-        path for path in folder.iterdir()
-        if path.is_file() and path.name.lower().endswith(VOLUME_SUFFIXES)
+        path
+        for path in folder.iterdir()
+        if path.is_file()
+        and path.name.lower().endswith(VOLUME_SUFFIXES)
         and not path.name.startswith(".")
     )

@@ -52,7 +52,9 @@ def modelChoices(manifestPath, trainedModelPaths=()) -> list[ModelChoice]:
         path = Path(path)
         if path.is_file() and str(path) not in seen:
             seen.add(str(path))
-            choices.append(ModelChoice(FILE, str(path), f"{path.parent.name}/{path.name} (trained)"))
+            choices.append(
+                ModelChoice(FILE, str(path), f"{path.parent.name}/{path.name} (trained)")
+            )
     return choices
 
 
@@ -91,7 +93,11 @@ def exportedModels(outputFolder) -> list[Path]:
         return []
     # checkpoint.pt holds the whole training state (both generators, discriminators,
     # optimisers), not a model file: it is never offered as a model.
-    files = [p for p in folder.glob("*.pt")
-             if not p.name.startswith(".") and not p.name.startswith("checkpoint")]
-    return sorted(files, key=lambda p: (0 if "best" in p.stem else 1 if "final" in p.stem else 2,
-                                        p.name))
+    files = [
+        p
+        for p in folder.glob("*.pt")
+        if not p.name.startswith(".") and not p.name.startswith("checkpoint")
+    ]
+    return sorted(
+        files, key=lambda p: (0 if "best" in p.stem else 1 if "final" in p.stem else 2, p.name)
+    )

@@ -64,9 +64,20 @@ class SuperResolutionOptions:
             ['--model', 'ct', '--plane', 'auto', '--device', 'auto', '--tiling', 'patches', \
 '--ensemble', 'auto', '--precision', 'auto', '--stride', '8']
         """
-        arguments = ["--model", str(self.model), "--plane", self.plane, "--device", self.device,
-                     "--tiling", self.tiling, "--ensemble", self.ensemble,
-                     "--precision", self.precision]
+        arguments = [
+            "--model",
+            str(self.model),
+            "--plane",
+            self.plane,
+            "--device",
+            self.device,
+            "--tiling",
+            self.tiling,
+            "--ensemble",
+            self.ensemble,
+            "--precision",
+            self.precision,
+        ]
         if self.usesStride():
             arguments += ["--stride", str(int(self.stride))]
         if self.batchSize:
@@ -87,10 +98,15 @@ class SuperResolutionOptions:
         from CLADE.pipeline import SuperResolutionRequest
 
         return SuperResolutionRequest(
-            model=self.model, tiling=self.tiling,
-            stride=int(self.stride) if self.usesStride() else None, ensemble=self.ensemble,
-            precision=self.precision, plane=self.plane, thick_axis=self.thickAxis,
-            device=self.device, batch_size=self.batchSize or None,
+            model=self.model,
+            tiling=self.tiling,
+            stride=int(self.stride) if self.usesStride() else None,
+            ensemble=self.ensemble,
+            precision=self.precision,
+            plane=self.plane,
+            thick_axis=self.thickAxis,
+            device=self.device,
+            batch_size=self.batchSize or None,
             adapt_steps=int(self.adaptSteps or 0),
         )
 
@@ -104,8 +120,9 @@ def storeResult(image, inputNode, outputNode=None, name: str | None = None):
     """Put ``image`` into ``outputNode`` (or a new node next to ``inputNode``) and return it."""
     scene = inputNode.GetScene()
     if outputNode is None:
-        outputNode = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode",
-                                             name or defaultOutputName(inputNode))
+        outputNode = scene.AddNewNodeByClass(
+            "vtkMRMLScalarVolumeNode", name or defaultOutputName(inputNode)
+        )
     if outputNode is inputNode:
         raise ValueError("The output volume must differ from the input volume, which is kept.")
     updateVolumeNodeFromImage(outputNode, image)
@@ -131,8 +148,9 @@ def checkInput(inputNode) -> None:
         raise ValueError(why)
 
 
-def superResolveInProcess(inputNode, options: SuperResolutionOptions, outputNode=None,
-                          progress=None, cancel=None):
+def superResolveInProcess(
+    inputNode, options: SuperResolutionOptions, outputNode=None, progress=None, cancel=None
+):
     """Run ``CLADE.pipeline.run`` in this process; return ``(outputNode, result)``. Blocks.
 
     ``progress(info)`` receives ``CLADE.pipeline.PipelineProgress`` values and ``cancel() ->
@@ -142,8 +160,9 @@ def superResolveInProcess(inputNode, options: SuperResolutionOptions, outputNode
     CoreLocator.ensureCoreImportable()
     from CLADE.pipeline import run
 
-    result = run(imageFromVolumeNode(inputNode), options.request(), progress=progress,
-                 cancel=cancel)
+    result = run(
+        imageFromVolumeNode(inputNode), options.request(), progress=progress, cancel=cancel
+    )
     return storeResult(result.image, inputNode, outputNode), result
 
 
@@ -184,9 +203,17 @@ class SuperResolutionJob(PollingJob):
 
     RUNNING, SUCCEEDED, FAILED, CANCELLED = "running", "succeeded", "failed", "cancelled"
 
-    def __init__(self, inputNode, options: SuperResolutionOptions, outputNode=None,
-                 outputName: str | None = None, python: str | None = None,
-                 launcher=None, tempRoot=None, observeScene: bool = True):
+    def __init__(
+        self,
+        inputNode,
+        options: SuperResolutionOptions,
+        outputNode=None,
+        outputName: str | None = None,
+        python: str | None = None,
+        launcher=None,
+        tempRoot=None,
+        observeScene: bool = True,
+    ):
         checkInput(inputNode)
         if outputNode is not None and outputNode is inputNode:
             raise ValueError("The output volume must differ from the input volume, which is kept.")
@@ -225,8 +252,15 @@ class SuperResolutionJob(PollingJob):
         return STAGE_LABELS.get(self.stage, self.stage.capitalize())
 
     def command(self, inputPath, outputPath) -> list[str]:
-        return [*self.launcher, "super-resolve", str(inputPath), str(outputPath),
-                *self.options.commandArguments(), "--progress", "json"]
+        return [
+            *self.launcher,
+            "super-resolve",
+            str(inputPath),
+            str(outputPath),
+            *self.options.commandArguments(),
+            "--progress",
+            "json",
+        ]
 
     def start(self) -> None:
         """Export the input to a temporary file and start the worker.
@@ -242,8 +276,9 @@ class SuperResolutionJob(PollingJob):
         try:
             # Uncompressed: written and read back at once, compression would only cost time.
             sitk.WriteImage(imageFromVolumeNode(self.inputNode), str(inputPath), False)
-            self.worker = WorkerProcess(self.command(inputPath, self.outputPath),
-                                        env=CoreLocator.workerEnvironment())
+            self.worker = WorkerProcess(
+                self.command(inputPath, self.outputPath), env=CoreLocator.workerEnvironment()
+            )
             self.worker.start()
         except Exception:
             self._removeTempDir()
@@ -252,8 +287,9 @@ class SuperResolutionJob(PollingJob):
         if self.observeScene and self.inputNode.GetScene() is not None:
             self._scene = self.inputNode.GetScene()
             # Closing the scene removes the nodes the result would go to: stop the work too.
-            self._sceneObserver = self._scene.AddObserver(self._scene.StartCloseEvent,
-                                                          self._onSceneClose)
+            self._sceneObserver = self._scene.AddObserver(
+                self._scene.StartCloseEvent, self._onSceneClose
+            )
 
     def _onSceneClose(self, caller=None, event=None) -> None:
         self.cancel()
@@ -289,8 +325,9 @@ class SuperResolutionJob(PollingJob):
                 self.errorMessage = str(event.get("message", ""))
                 self.logLines.append("Error: " + self.errorMessage)
             elif kind == EXIT_EVENT and self.state == self.RUNNING:
-                self._finish(cancelled=event.get("cancelled", False),
-                             returnCode=event.get("returnCode"))
+                self._finish(
+                    cancelled=event.get("cancelled", False), returnCode=event.get("returnCode")
+                )
         return events
 
     def _finish(self, cancelled: bool, returnCode: int | None = None) -> None:

@@ -62,11 +62,20 @@ class TrainingOptions:
     patchesPerSlice: int = 4
 
     def commandArguments(self) -> list[str]:
-        arguments = ["--preset", self.preset, "--epochs", str(int(self.epochs)),
-                     "--patches-per-slice", str(int(self.patchesPerSlice))]
-        for flag, value in (("--batch-size", self.batchSize), ("--lambda-cyc", self.lambdaCyc),
-                            ("--lambda-ident", self.lambdaIdent),
-                            ("--lambda-gmap", self.lambdaGmap)):
+        arguments = [
+            "--preset",
+            self.preset,
+            "--epochs",
+            str(int(self.epochs)),
+            "--patches-per-slice",
+            str(int(self.patchesPerSlice)),
+        ]
+        for flag, value in (
+            ("--batch-size", self.batchSize),
+            ("--lambda-cyc", self.lambdaCyc),
+            ("--lambda-ident", self.lambdaIdent),
+            ("--lambda-gmap", self.lambdaGmap),
+        ):
             if value is not None:
                 arguments += [flag, repr(value) if isinstance(value, float) else str(value)]
         return arguments
@@ -76,7 +85,7 @@ class TrainingCurves:
     """Losses per step and validation metrics per epoch, mirrored into MRML table/plot nodes."""
 
     def __init__(self):
-        self.steps = []        # global step of each row
+        self.steps = []  # global step of each row
         self.losses = {name: [] for name in PLOTTED_LOSSES}
         self.metricSteps = []
         self.metricName = None
@@ -118,8 +127,11 @@ class TrainingCurves:
             if value is None:
                 return False
             epoch = int(event.get("epoch", len(self.metricValues) + 1))
-            step = epoch * self.stepsPerEpoch if self.stepsPerEpoch else (
-                self.steps[-1] if self.steps else float(epoch))
+            step = (
+                epoch * self.stepsPerEpoch
+                if self.stepsPerEpoch
+                else (self.steps[-1] if self.steps else float(epoch))
+            )
             self.metricSteps.append(float(step))
             self.metricValues.append(float(value))
             return True
@@ -136,9 +148,12 @@ class TrainingCurves:
 
         nodes = dict(nodes or {})
         if "lossTable" not in nodes:
-            nodes["lossTable"] = scene.AddNewNodeByClass("vtkMRMLTableNode", "CLADE training losses")
-            nodes["metricTable"] = scene.AddNewNodeByClass("vtkMRMLTableNode",
-                                                           "CLADE validation metric")
+            nodes["lossTable"] = scene.AddNewNodeByClass(
+                "vtkMRMLTableNode", "CLADE training losses"
+            )
+            nodes["metricTable"] = scene.AddNewNodeByClass(
+                "vtkMRMLTableNode", "CLADE validation metric"
+            )
             chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", "CLADE training")
             chart.SetTitle("CLADE training")
             chart.SetXAxisTitle("training step")
@@ -150,15 +165,19 @@ class TrainingCurves:
         import numpy as np
 
         lossColumns = [np.array(self.steps, dtype=float)] + [
-            np.array(self.losses[name], dtype=float) for name in PLOTTED_LOSSES]
+            np.array(self.losses[name], dtype=float) for name in PLOTTED_LOSSES
+        ]
         self._fillTable(nodes["lossTable"], ["step", *PLOTTED_LOSSES], lossColumns, slicer.util)
         for name in PLOTTED_LOSSES:
             self._ensureSeries(scene, nodes, name, nodes["lossTable"], "step", name)
         if self.metricName:
             label = f"validation {self.metricName}"
-            self._fillTable(nodes["metricTable"], ["step", label],
-                            [np.array(self.metricSteps), np.array(self.metricValues)],
-                            slicer.util)
+            self._fillTable(
+                nodes["metricTable"],
+                ["step", label],
+                [np.array(self.metricSteps), np.array(self.metricValues)],
+                slicer.util,
+            )
             self._ensureSeries(scene, nodes, label, nodes["metricTable"], "step", label)
         return nodes
 
@@ -210,9 +229,18 @@ class TrainingJob(PollingJob):
 
     RUNNING, SUCCEEDED, FAILED, CANCELLED = "running", "succeeded", "failed", "cancelled"
 
-    def __init__(self, volumeNodes, folder, outputFolder, options: TrainingOptions,
-                 validationNode=None, python: str | None = None, tempRoot=None,
-                 observeScene: bool = True, extraArguments=()):
+    def __init__(
+        self,
+        volumeNodes,
+        folder,
+        outputFolder,
+        options: TrainingOptions,
+        validationNode=None,
+        python: str | None = None,
+        tempRoot=None,
+        observeScene: bool = True,
+        extraArguments=(),
+    ):
         ok, why = validateTrainingInputs(volumeNodes, folder, outputFolder, validationNode)
         if not ok:
             raise ValueError(why)
@@ -243,12 +271,21 @@ class TrainingJob(PollingJob):
         return self.outputFolder / EVENTS_FILE_NAME
 
     def command(self, inputPaths, validationPath=None) -> list[str]:
-        command = [self.python, "-m", "CLADE", "train", *map(str, inputPaths),
-                   "--out", str(self.outputFolder), *self.options.commandArguments(),
-                   "--events", str(self.eventsFile),
-                   # No progress bar on stderr: progress comes from the events file, and stderr
-                   # is kept for the error lines shown when the worker fails.
-                   "--quiet"]
+        command = [
+            self.python,
+            "-m",
+            "CLADE",
+            "train",
+            *map(str, inputPaths),
+            "--out",
+            str(self.outputFolder),
+            *self.options.commandArguments(),
+            "--events",
+            str(self.eventsFile),
+            # No progress bar on stderr: progress comes from the events file, and stderr
+            # is kept for the error lines shown when the worker fails.
+            "--quiet",
+        ]
         if validationPath:
             command += ["--val", str(validationPath)]
         return command + self.extraArguments
@@ -257,8 +294,9 @@ class TrainingJob(PollingJob):
         import SimpleITK as sitk
 
         # Validation never creates the output folder (it runs on every keystroke): made here.
-        ok, why = validateWritableFolder(self.outputFolder, "output folder for the trained model",
-                                         create=True)
+        ok, why = validateWritableFolder(
+            self.outputFolder, "output folder for the trained model", create=True
+        )
         if not ok:
             raise ValueError(why)
         self.tempDir = Path(tempfile.mkdtemp(prefix="CLADE-train-", dir=self.tempRoot))
@@ -272,11 +310,15 @@ class TrainingJob(PollingJob):
                 inputPaths += volumeFilesInFolder(self.folder)
             validationPath = None
             if self.validationNode is not None:
-                validationPath = self.tempDir / f"validation_{_safeName(self.validationNode.GetName())}.nrrd"
+                validationPath = (
+                    self.tempDir / f"validation_{_safeName(self.validationNode.GetName())}.nrrd"
+                )
                 sitk.WriteImage(imageFromVolumeNode(self.validationNode), str(validationPath))
-            self.worker = WorkerProcess(self.command(inputPaths, validationPath),
-                                        env=CoreLocator.workerEnvironment(),
-                                        eventsFile=self.eventsFile)
+            self.worker = WorkerProcess(
+                self.command(inputPaths, validationPath),
+                env=CoreLocator.workerEnvironment(),
+                eventsFile=self.eventsFile,
+            )
             self.worker.start()
         except Exception:
             shutil.rmtree(self.tempDir, ignore_errors=True)
@@ -284,8 +326,9 @@ class TrainingJob(PollingJob):
         self.state = self.RUNNING
         if self.observeScene and self.volumeNodes and self.volumeNodes[0].GetScene() is not None:
             self._scene = self.volumeNodes[0].GetScene()
-            self._sceneObserver = self._scene.AddObserver(self._scene.StartCloseEvent,
-                                                          lambda *args: self.cancel())
+            self._sceneObserver = self._scene.AddObserver(
+                self._scene.StartCloseEvent, lambda *args: self.cancel()
+            )
 
     def poll(self) -> list[dict]:
         """Drain events; returns them (the widget redraws the plot when a step arrived)."""
@@ -298,8 +341,11 @@ class TrainingJob(PollingJob):
             if kind == "error":
                 self.errorMessage = str(event.get("message", ""))
             elif kind == "done":
-                self.models = [Path(p) for p in (event.get("best_model"), event.get("final_model"))
-                               if p and Path(p).is_file()]
+                self.models = [
+                    Path(p)
+                    for p in (event.get("best_model"), event.get("final_model"))
+                    if p and Path(p).is_file()
+                ]
             elif kind == EXIT_EVENT and self.state == self.RUNNING:
                 self._finish(event.get("cancelled", False), event.get("returnCode"))
         return events

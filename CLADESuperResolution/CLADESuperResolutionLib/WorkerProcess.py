@@ -98,8 +98,9 @@ class WorkerProcess:
         events = worker.drainEvents()  # [{'event': 'hi'}, {'event': 'exit', ...}]
     """
 
-    def __init__(self, command, env=None, cwd=None, eventsFile=None, errorLineCount=20,
-                 pollInterval=0.2):
+    def __init__(
+        self, command, env=None, cwd=None, eventsFile=None, errorLineCount=20, pollInterval=0.2
+    ):
         self.command = [str(part) for part in command]
         self.env = env
         self.cwd = cwd
@@ -140,10 +141,12 @@ class WorkerProcess:
             **kwargs,
         )
         self._threads = [
-            threading.Thread(target=self._readStream, args=(self._process.stdout, "stdout"),
-                             daemon=True),
-            threading.Thread(target=self._readStream, args=(self._process.stderr, "stderr"),
-                             daemon=True),
+            threading.Thread(
+                target=self._readStream, args=(self._process.stdout, "stdout"), daemon=True
+            ),
+            threading.Thread(
+                target=self._readStream, args=(self._process.stderr, "stderr"), daemon=True
+            ),
         ]
         if self.eventsFile:
             self._threads.append(threading.Thread(target=self._tailEventsFile, daemon=True))
@@ -196,8 +199,12 @@ class WorkerProcess:
 
     def _killTree(self, sig) -> None:
         if sys.platform == "win32":
-            subprocess.run(["taskkill", "/F", "/T", "/PID", str(self._process.pid)],
-                           capture_output=True, check=False, **taskkillOptions())
+            subprocess.run(
+                ["taskkill", "/F", "/T", "/PID", str(self._process.pid)],
+                capture_output=True,
+                check=False,
+                **taskkillOptions(),
+            )
             return
         try:
             os.killpg(self._process.pid, sig)
@@ -260,11 +267,13 @@ class WorkerProcess:
         self._process.wait()
         for thread in self._threads:
             thread.join()
-        self._events.put({
-            "event": EXIT_EVENT,
-            "returnCode": self._process.returncode,
-            "cancelled": self._cancelled,
-        })
+        self._events.put(
+            {
+                "event": EXIT_EVENT,
+                "returnCode": self._process.returncode,
+                "cancelled": self._cancelled,
+            }
+        )
         self._finished.set()
 
 
@@ -276,8 +285,9 @@ class PollingJob:
 
     pollInterval = 0.1
 
-    def wait(self, timeout: float | None = None, pollInterval: float | None = None,
-             processEvents=None) -> str:
+    def wait(
+        self, timeout: float | None = None, pollInterval: float | None = None, processEvents=None
+    ) -> str:
         """Block until done (cancelling after ``timeout`` seconds); return the final state.
 
         Sleeps between polls, never spins; ``processEvents`` (inside Slicer:
