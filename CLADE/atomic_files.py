@@ -106,6 +106,12 @@ def publish(temporary: str | os.PathLike, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+class DeviceFull(CladeError):
+    """A write failed because the device holding it is full (one sentence; see
+    :func:`no_space_message`). Callers that can say more, e.g. which checkpoint survives, catch
+    it and re-word it."""
+
+
 def write_atomically(
     path: str | os.PathLike,
     write: Callable[[str], object],
@@ -116,8 +122,8 @@ def write_atomically(
 ) -> Path:
     """Call ``write(temporary_name)``, then ``verify(temporary_name)`` if given, then rename the
     result to ``path``; on any failure the temporaries are removed, any previous ``path`` is
-    kept and the error propagates (as the one-sentence :class:`CladeError` of
-    :func:`no_space_message` when the device is full).
+    kept and the error propagates (as :class:`DeviceFull`, a :class:`CladeError` with the
+    sentence of :func:`no_space_message`, when the device is full).
 
     ``companions=True`` is for formats that write more than one file (a detached header and its
     data): ``write`` gets ``path``'s own name inside a private temporary folder, may create
@@ -154,7 +160,7 @@ def write_atomically(
                 verify(str(temporary))
         except Exception as error:  # noqa: BLE001 - re-raised unless the device is full
             if _device_full(path, error):
-                raise CladeError(no_space_message(path)) from None
+                raise DeviceFull(no_space_message(path)) from None
             raise
         if folder is None:
             return publish(temporary, path)

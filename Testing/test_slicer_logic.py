@@ -414,8 +414,11 @@ def test_training_events_fill_table_and_chart_nodes(scene):
     assert curves.progress == pytest.approx(16 / 20)
 
 
-def test_training_presets_match_the_core():
+def test_training_presets_and_loss_names_match_the_core():
     presets = pytest.importorskip("CLADE.training.presets")
+    from CLADE.training.loss_terms import LOSS_NAMES
+
+    assert Training.PLOTTED_LOSSES == LOSS_NAMES
     for name, ours in Training.PRESETS.items():
         core = presets.PRESETS[name]
         assert (ours["lambdaCyc"], ours["lambdaIdent"], ours["lambdaGmap"], ours["batchSize"]) == (

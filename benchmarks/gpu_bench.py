@@ -21,7 +21,7 @@ Steps:
    with the shipped networks, the paper's patches against the default tiling: seconds end to end
    and for the network alone, voxels/s, peak GPU memory (one subprocess per row).
 4. ``adapt``: ``--adapt 500`` on the paper-sized MRI: seconds of adaptation and of the whole run.
-5. ``training``: CycleGAN steps (:class:`CLADE.training.trainer.TrainStep`, the paper's
+5. ``training``: CycleGAN steps (:class:`CLADE.training.step.TrainStep`, the paper's
    networks) in pairs/s at the preset's batch size as shipped (float16 autocast and a gradient
    scaler on CUDA), the same step under bfloat16 autocast (the step's autocast swapped here: the
    trainer has no bfloat16 option), and batches doubled until one does not fit.
@@ -464,7 +464,7 @@ def step_training(dry_run: bool, seconds: float) -> dict:
     from CLADE.device import is_out_of_memory
     from CLADE.training.presets import TrainingConfig
     from CLADE.training.sampling import EpochSampler
-    from CLADE.training.trainer import TrainStep, build_networks
+    from CLADE.training.step import TrainStep, build_networks
 
     device = torch.device("cpu" if dry_run else "cuda")
     if device.type == "cuda":
@@ -515,7 +515,7 @@ def step_training(dry_run: bool, seconds: float) -> dict:
     result = {
         "device": str(device),
         "preset": "mri",
-        "shipped_batch_size": shipped.batch_size,
+        "shipped_batch_size": shipped.optimiser.batch_size,
         "shipped_precision": "float16 autocast + GradScaler"
         if device.type == "cuda"
         else "float32",
@@ -525,14 +525,14 @@ def step_training(dry_run: bool, seconds: float) -> dict:
     }
     out = {"training": result}
     started = time.monotonic()
-    shipped_row = measure(shipped.batch_size)
+    shipped_row = measure(shipped.optimiser.batch_size)
     result["shipped"] = shipped_row
     result["shipped_pairs_per_second"] = shipped_row["pairs_per_second"]
-    bf16 = measure(shipped.batch_size, BFloat16Step)
+    bf16 = measure(shipped.optimiser.batch_size, BFloat16Step)
     result["bfloat16_at_shipped_batch"] = bf16
     _partial(out)
     # Double the batch until a step does not fit (or the step's time runs short).
-    largest, sweep, batch = None, [], shipped.batch_size * 2
+    largest, sweep, batch = None, [], shipped.optimiser.batch_size * 2
     while batch <= limit and time.monotonic() - started < 0.7 * seconds:
         try:
             row = measure(batch)
@@ -658,7 +658,7 @@ def _ddp_one_rank(backend: str, device_name: str) -> dict:
 
     from CLADE.training import distributed
     from CLADE.training.presets import TrainingConfig
-    from CLADE.training.trainer import TrainStep, build_networks
+    from CLADE.training.step import TrainStep, build_networks
 
     class OneRankDDP(distributed.DistributedContext):
         """One rank, DDP on anyway (the CLI enables DDP only for two ranks or more)."""

@@ -26,7 +26,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from ..atomic_files import write_atomically
+from ..atomic_files import DeviceFull, write_atomically
 from ..errors import CladeError
 
 #: Free space below which a failed write counts as a full disk, beyond the bytes it needed.
@@ -74,7 +74,7 @@ def write_failure(
     path = Path(path)
     folder = path.parent.resolve()
     kept = kept or "the previous file is kept"
-    if is_disk_full(error, folder, needed):
+    if isinstance(error, DeviceFull) or is_disk_full(error, folder, needed):
         return CladeError(
             f"The disk holding {folder} is full (no space left on device): {path.name} was not "
             f"written and {kept}; free disk space and rerun with --resume."
@@ -107,6 +107,8 @@ def guarded_write(
 
     try:
         write_atomically(path, write_and_sync)
+    except DeviceFull as error:  # found full by write_atomically: say what survives, too
+        raise write_failure(path, error, needed, kept) from None
     except (OSError, RuntimeError) as error:
         if not is_write_error(error):
             raise

@@ -25,26 +25,17 @@ from .SuperResolutionLogic import pythonExecutable
 from .VolumeConversion import imageFromVolumeNode
 from .WorkerProcess import EXIT_EVENT, PollingJob, WorkerProcess
 
-CoreLocator.ensureCoreImportable()
-# The core's own presets and loss names (importable without torch): one home for both.
-from CLADE.training.loss_terms import LOSS_NAMES  # noqa: E402
-from CLADE.training.presets import PRESETS as _CORE_PRESETS  # noqa: E402
-
-#: Loss weights (cyc, ident, gmap) and batch size of the core's presets offered in the Train tab
-#: (the paper's grid search for the weights), in the parameter node's names.
+#: Loss weights (cyc, ident, gmap) and batch size of the core's presets (the paper's grid search
+#: for the weights). A copy, because the Lib must load before the core is found (the module
+#: shows what is missing instead of failing to load); a test checks it matches the core's.
 PRESETS = {
-    name: {
-        "lambdaCyc": float(preset["lambda_cyc"]),
-        "lambdaIdent": float(preset["lambda_ident"]),
-        "lambdaGmap": float(preset["lambda_gmap"]),
-        "batchSize": int(preset["batch_size"]),
-    }
-    for name, preset in _CORE_PRESETS.items()
-    if name in ("mri", "ct")
+    "mri": {"lambdaCyc": 1.0, "lambdaIdent": 1.0, "lambdaGmap": 5.0, "batchSize": 4},
+    "ct": {"lambdaCyc": 1.0, "lambdaIdent": 1.0, "lambdaGmap": 10.0, "batchSize": 4},
 }
 
-#: Loss curves plotted, in the order of the legend (keys of the ``losses`` dict of step events).
-PLOTTED_LOSSES = LOSS_NAMES
+#: Loss curves plotted, in the order of the legend (keys of the ``losses`` dict of step events);
+#: the same list as ``CLADE.training.loss_terms.LOSS_NAMES`` (a test checks it).
+PLOTTED_LOSSES = ("g_total", "adv", "cyc", "ident", "gmap", "d_x", "d_y", "paired", "dc")
 
 EVENTS_FILE_NAME = "events.jsonl"
 
