@@ -37,6 +37,7 @@ from .geometry import (
     plane_slice_axis,
     resample_to_isotropic,
 )
+from .json_values import json_safe
 from .metrics import find_edge_lines, mean_edge_sharpness, psnr, snr, ssim, volume_piqe
 from .metrics.reference import WINDOW
 from .simulate import isotropic_spacing
@@ -94,7 +95,7 @@ class EvaluationReport:
             "thick_axis": self.thick_axis,
             "planes": self.planes,
             "columns": self.columns,
-            "rows": [{k: _json_number(v) for k, v in row.items()} for row in self.rows],
+            "rows": [json_safe(row) for row in self.rows],
             "notes": self.notes,
             "conventions": self.conventions,
         }
@@ -144,7 +145,7 @@ class EvaluationReport:
                 )
                 writer.writeheader()
                 for row in self.rows:
-                    writer.writerow({k: _json_number(v) for k, v in row.items()})
+                    writer.writerow(json_safe(row))
 
         try:
             write_atomically(path, write)
@@ -435,12 +436,6 @@ def _grid_text(image: sitk.Image) -> str:
     spacing = " x ".join(f"{v:.4g}" for v in image.GetSpacing())
     origin = ", ".join(f"{v:.4g}" for v in image.GetOrigin())
     return f"{size} voxels of {spacing} mm at ({origin})"
-
-
-def _json_number(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _cell(value) -> str:

@@ -73,6 +73,7 @@ from baselines import (  # noqa: E402
 )
 
 from CLADE.adaptation import adapt_to_volume  # noqa: E402
+from CLADE.atomic_files import write_atomically  # noqa: E402
 from CLADE.evaluation import (  # noqa: E402
     BASELINE_NAME,
     ORIENTATIONS,
@@ -82,6 +83,7 @@ from CLADE.evaluation import (  # noqa: E402
 )
 from CLADE.evaluation_figure import save_evaluation_figure  # noqa: E402
 from CLADE.geometry import resample_to_isotropic  # noqa: E402
+from CLADE.json_values import json_safe  # noqa: E402
 from CLADE.pipeline import super_resolve  # noqa: E402
 from CLADE.registry import resolve_model  # noqa: E402
 
@@ -446,18 +448,6 @@ def _file_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def _json_ready(value):
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
@@ -526,9 +516,8 @@ def main(argv=None) -> int:
         },
         "volumes": results,
     }
-    temporary = args.report.with_name(f".{args.report.name}.partial")
-    temporary.write_text(json.dumps(_json_ready(report), indent=2, allow_nan=False) + "\n")
-    os.replace(temporary, args.report)
+    text = json.dumps(json_safe(report), indent=2, allow_nan=False, default=str) + "\n"
+    write_atomically(args.report, lambda name: Path(name).write_text(text))
     print(f"wrote {args.report}")
     return 0
 
