@@ -168,6 +168,44 @@ def test_warmup_step_trains_only_g_x_on_the_paired_term():
     assert changed == {"g_x": True, "g_y": False, "d_x": False, "d_y": False}
 
 
+@pytest.mark.parametrize("size", [28, 34, 132])
+def test_training_patch_sizes_outside_the_generator_grid_are_refused(size):
+    with pytest.raises(CladeError, match="multiple of 4 from 32 to 128"):
+        TrainingConfig(patch_size=size).validate()
+
+
+def test_larger_training_patches_reach_the_bank_and_the_model_still_runs_on_whole_slices(
+    tmp_path, shared_data
+):
+    """64-pixel paired patches (issue 14): the bank holds them, the model file still loads."""
+    from CLADE.model_file import load_model
+    from CLADE.pipeline import super_resolve
+
+    crop = tmp_path / "crop.nrrd"
+    image = sitk.ReadImage(
+        str(shared_data / "mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain1.nrrd")
+    )
+    sitk.WriteImage(image[80:150, 80:150, :], str(crop))
+    out = tmp_path / "run"
+    tiny = "--epochs 1 --warmup-epochs 1 --lambda-paired 5 --residual --max-patches 16"
+    tiny += " --base-filters 4 --n-blocks 1 --disc-filters 4 --quiet --patch-size 64"
+    result = subprocess.run(
+        [sys.executable, "-m", "CLADE", "train", str(crop), "--out", str(out), *tiny.split()],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["config"]["patch_size"] == 64
+    model = load_model(out / "model_final.pt")
+    assert model.metadata["patch_size"] == 32  # the inference patch of --tiling patches
+    small = image[90:130, 90:130, :]
+    result = super_resolve(small, model, device="cpu")
+    assert result.image.GetSize()[:2] == small.GetSize()[:2]
+
+
 def test_warmup_without_the_paired_term_is_refused():
     with pytest.raises(CladeError, match="--lambda-paired"):
         TrainingConfig(warmup_epochs=2).validate()

@@ -107,6 +107,14 @@ _OPTIONS = {
     "patches": (
         ("--patches-per-slice", _typed(positive_int, "patches per slice (default 4)")),
         (
+            "--patch-size",
+            _typed(
+                positive_int,
+                "side of the training patches in pixels, a multiple of 4 from 32 to 128 "
+                "(default 32, the paper's)",
+            ),
+        ),
+        (
             "--max-patches",
             _typed(positive_int, "keep at most this many patches per domain (random subset)"),
         ),

@@ -140,6 +140,10 @@ class Schedule:
 class Sampling:
     """The patch bank (method section 6 and :mod:`CLADE.training.sampling`).
 
+    ``patch_size`` is the training patch side; the generator is fully convolutional, so a model
+    trained on larger patches still runs on whole slices or the paper's 32-pixel patches (the
+    model file records its inference patch size, not this). A multiple of 4: the generator
+    downsamples twice.
     ``paired_ratios`` ``(low, high)`` draws each HR slice's simulated thickness ratio for the
     paired term from this range instead of using the volume's own (None).
     """
@@ -352,7 +356,10 @@ class TrainingConfig:
                 "--paired-ratios needs LOW HIGH with 1 <= LOW <= HIGH.",
             ),
             (s.patches_per_slice >= 1, "--patches-per-slice must be at least 1."),
-            (s.patch_size == 32, "CLADE's model files use 32x32 patches: keep patch_size 32."),
+            (
+                32 <= s.patch_size <= 128 and s.patch_size % 4 == 0,
+                "--patch-size must be a multiple of 4 from 32 to 128.",
+            ),
             (s.max_patches is None or s.max_patches >= 1, "--max-patches must be at least 1."),
             (0.0 <= s.min_foreground <= 1.0, "--min-foreground must be between 0 and 1."),
             (
