@@ -1,4 +1,8 @@
-"""``clade demo``: the main job on the shipped sample, in one command."""
+"""``clade demo``: the main job on the shipped sample, in one command.
+
+Super-resolve the shipped thick-slice pelvic T2 MRI with the shipped mri model and write the
+volume, the spline baseline, a metrics table and a comparison figure.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,7 @@ import sys
 from .arguments import patch_stride
 
 
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "demo",
-        help="super-resolve the shipped sample MRI and compare it with cubic spline",
-        description=(
-            "Super-resolve the shipped thick-slice pelvic T2 MRI with the shipped mri model and "
-            "write the volume, the spline baseline, a metrics table and a comparison figure."
-        ),
-    )
+def add_arguments(parser) -> None:
     parser.add_argument("--out", default="clade-demo", help="output folder (default: clade-demo)")
     parser.add_argument("--model", default="mri", help="model name or file (default: mri)")
     parser.add_argument(
@@ -24,7 +20,6 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,4 +1,9 @@
-"""``clade evaluate INPUT SR [SR ...]``: metrics table (and figure) of SR volumes vs the spline."""
+"""``clade evaluate INPUT SR [SR ...]``: metrics table (and figure) of SR volumes vs the spline.
+
+Measure PIQE, edge sharpness (and SNR, PSNR, SSIM when asked) of the cubic-spline upsampling of
+INPUT and of each super-resolved volume, on INPUT's isotropic grid. Prints a table; optionally
+writes it as JSON/CSV and draws a comparison figure.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +15,7 @@ from ..evaluation import ORIENTATIONS
 from .arguments import fraction, int_at_least
 
 
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "evaluate",
-        help="compare super-resolved volumes with the cubic-spline baseline",
-        description=(
-            "Measure PIQE, edge sharpness (and SNR, PSNR, SSIM when asked) of the cubic-spline "
-            "upsampling of INPUT and of each super-resolved volume, on INPUT's isotropic grid. "
-            "Prints a table; optionally writes it as JSON/CSV and draws a comparison figure."
-        ),
-    )
+def add_arguments(parser) -> None:
     parser.add_argument("input", help="the thick-slice volume that was super-resolved")
     parser.add_argument("sr", nargs="+", help="super-resolved volume(s) to compare")
     parser.add_argument("--reference", help="isotropic ground truth (e.g. before `clade simulate`)")
@@ -59,7 +55,6 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--report", help="write the table to FILE.json or FILE.csv")
     parser.add_argument("--figure", help="write the comparison figure to FILE.png")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

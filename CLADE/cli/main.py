@@ -1,8 +1,9 @@
 """Entry point of the ``clade`` command.
 
-Each subcommand lives in its own module exposing ``add_parser(subparsers)``, which registers the
-subcommand and sets ``func`` (called with the parsed arguments, returning an exit code). User
-errors (:class:`CLADE.errors.CladeError`) are printed as one sentence with no traceback.
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args)``
+(called with the parsed arguments, returning an exit code); the second paragraph of the module's
+docstring is the command's ``--help`` description. User errors (:class:`CLADE.errors.CladeError`)
+are printed as one sentence with no traceback.
 """
 
 from __future__ import annotations
@@ -14,15 +15,27 @@ import sys
 from .. import __version__
 from ..errors import CladeError
 
-#: Subcommand modules, in the order ``clade --help`` lists them.
-SUBCOMMAND_MODULES = (
-    "super_resolve",
-    "models",
-    "train",
-    "simulate",
-    "evaluate",
-    "demo",
-)
+#: Each subcommand's module and one-line help, in the order ``clade --help`` lists them.
+SUBCOMMANDS = {
+    "super-resolve": ("super_resolve", "super-resolve thick-slice volumes to isotropic"),
+    "models": ("models", "list the shipped models"),
+    "train": ("train", "train CLADE networks on thick-slice volumes"),
+    "simulate": ("simulate", "simulate a thick-slice acquisition from an isotropic volume"),
+    "evaluate": ("evaluate", "compare super-resolved volumes with the cubic-spline baseline"),
+    "demo": ("demo", "super-resolve the shipped sample MRI and compare it with cubic spline"),
+}
+
+
+def description(module) -> str:
+    """The ``--help`` description of a subcommand: its module docstring's second paragraph.
+
+    Example:
+        >>> import CLADE.cli.models
+        >>> description(CLADE.cli.models)
+        'List the models shipped with CLADE.'
+    """
+    paragraph = module.__doc__.split("\n\n")[1]
+    return " ".join(paragraph.split()).replace("``", "`")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,8 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"clade {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMAND_MODULES:
-        importlib.import_module(f"{__package__}.{name}").add_parser(subparsers)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        module = importlib.import_module(f"{__package__}.{module_name}")
+        command = subparsers.add_parser(name, help=help_text, description=description(module))
+        module.add_arguments(command)
+        command.set_defaults(func=module.run)
     return parser
 
 

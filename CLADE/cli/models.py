@@ -1,15 +1,15 @@
-"""``clade models``: list the shipped models and what they are for."""
+"""``clade models``: list the shipped models and what they are for.
+
+List the models shipped with CLADE.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "models", help="list the shipped models", description="List the models shipped with CLADE."
-    )
-    parser.set_defaults(func=run)
+def add_arguments(parser) -> None:
+    """It takes no arguments."""
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,4 +1,9 @@
-"""``clade simulate ISO OUT --thickness MM``: thick slices simulated from an isotropic volume."""
+"""``clade simulate ISO OUT --thickness MM``: thick slices simulated from an isotropic volume.
+
+Blur an isotropic volume along one axis with a slice profile and keep one slice every SPACING
+mm, with a header that puts each thick slice where it belongs, so the result can be
+super-resolved and compared with the original (``clade evaluate --reference``).
+"""
 
 from __future__ import annotations
 
@@ -8,17 +13,7 @@ from ..simulate import PROFILES
 from .arguments import positive_float
 
 
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "simulate",
-        help="simulate a thick-slice acquisition from an isotropic volume",
-        description=(
-            "Blur an isotropic volume along one axis with a slice profile and keep one slice "
-            "every SPACING mm, with a header that puts each thick slice where it belongs, so "
-            "the result can be super-resolved and compared with the original "
-            "(`clade evaluate --reference`)."
-        ),
-    )
+def add_arguments(parser) -> None:
     parser.add_argument("iso", help="isotropic volume (file or DICOM series folder)")
     parser.add_argument("output", help="output file (.nrrd, .nii, .nii.gz, .mha, .mhd)")
     parser.add_argument(
@@ -44,7 +39,6 @@ def add_parser(subparsers) -> None:
         help="slice profile: gaussian with FWHM = thickness (default) or box",
     )
     parser.add_argument("--quiet", action="store_true", help="no summary line")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

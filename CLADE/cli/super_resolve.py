@@ -1,5 +1,10 @@
 """``clade super-resolve``: one volume (``INPUT OUTPUT``) or a cohort (``INPUT... --out-dir``).
 
+Super-resolve an anisotropic (thick-slice) MRI or CT volume onto an isotropic grid with a CLADE
+generator: ``clade super-resolve INPUT OUTPUT``, or a cohort with ``clade super-resolve
+INPUT... --out-dir DIR`` (an INPUT may be a folder of volumes or a DICOM series folder). Reads
+NRRD, NIfTI, MetaImage or DICOM.
+
 Progress goes to stderr as a bar per stage (``--progress bar``), or to stdout as JSON lines
 (``--progress json``, for programs such as the Slicer module; schema in :func:`json_event` and
 ``CLADE/pipeline.py``), or nowhere (``--progress none`` / ``--quiet``).
@@ -19,17 +24,7 @@ from .arguments import int_at_least, patch_stride, positive_int
 DEFAULT_ADAPT_STEPS = 500
 
 
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "super-resolve",
-        help="super-resolve thick-slice volumes to isotropic",
-        description=(
-            "Super-resolve an anisotropic (thick-slice) MRI or CT volume onto an isotropic grid "
-            "with a CLADE generator: `clade super-resolve INPUT OUTPUT`, or a cohort with "
-            "`clade super-resolve INPUT... --out-dir DIR` (an INPUT may be a folder of volumes "
-            "or a DICOM series folder). Reads NRRD, NIfTI, MetaImage or DICOM."
-        ),
-    )
+def add_arguments(parser) -> None:
     parser.add_argument(
         "paths",
         nargs="+",
@@ -122,7 +117,6 @@ def add_parser(subparsers) -> None:
         help="bar (stderr, default), json (one JSON object per line on stdout), none",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress and no summary")
-    parser.set_defaults(func=run)
 
 
 def json_event(event: str, **fields) -> None:

@@ -1,5 +1,10 @@
 """``clade train DATA... --out DIR``: train CLADE networks on anisotropic volumes.
 
+Train CLADE (unpaired CycleGAN with gradient-mapping loss) on anisotropic volumes: patches from
+their LR and HR planes. Writes checkpoints, events, a plot (with matplotlib) and the final and
+best generators (CLADE model files) into --out. Under torchrun it trains with
+DistributedDataParallel on every process.
+
 Runs on one CPU or GPU as is, and on many GPUs or nodes under torchrun
 (``torchrun --nproc_per_node 4 -m CLADE train ...``). Ctrl-C or SIGTERM writes a checkpoint
 and stops; ``--resume`` continues. See :mod:`CLADE.training`.
@@ -193,17 +198,7 @@ _OPTIONS = {
 }
 
 
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "train",
-        help="train CLADE networks on thick-slice volumes",
-        description=(
-            "Train CLADE (unpaired CycleGAN with gradient-mapping loss) on anisotropic volumes: "
-            "32x32 patches from their LR and HR planes. Writes checkpoints, events, a plot (with "
-            "matplotlib) and the final and best generators (CLADE model files) into --out. Under "
-            "torchrun it trains with DistributedDataParallel on every process."
-        ),
-    )
+def add_arguments(parser) -> None:
     parser.add_argument(
         "data",
         nargs="*",
@@ -222,7 +217,6 @@ def add_parser(subparsers) -> None:
         group = parser.add_argument_group(title)
         for flag, settings in options:
             group.add_argument(flag, **settings)
-    parser.set_defaults(func=run)
 
 
 def overrides(args: argparse.Namespace) -> dict:
