@@ -97,24 +97,15 @@ class AdaptationResult:
 
 
 def adapt_to_volume(
-    image: sitk.Image,
-    model: LoadedModel,
-    *,
-    steps: int = DEFAULT_STEPS,
-    thick_axis: int | None = None,
-    device: str = "auto",
-    learning_rate: float = 2e-4,
-    batch_size: int = 4,
-    max_patches: int = DEFAULT_MAX_PATCHES,
-    seed: int = 0,
-    progress: Callable[[AdaptationProgress], None] | None = None,
-    cancel: Callable[[], bool] | None = None,
+    image: sitk.Image, model: LoadedModel, *, thick_axis: int | None = None, **options
 ) -> AdaptationResult:
     """Fine-tune a copy of ``model``'s generator on ``image``'s own degraded HR-plane patches.
 
-    ``progress`` is called after every step; ``cancel`` is polled before every step and, when it
-    returns True, the run stops with :class:`CLADE.errors.Cancelled`. Deterministic for a given
-    ``seed`` on the CPU.
+    ``thick_axis`` overrides the detected thick axis; ``options`` are those of
+    :func:`adapt_prepared_volume` (``steps``, ``device``, ``learning_rate``, ``batch_size``,
+    ``max_patches``, ``seed``, ``progress``, ``cancel``). ``progress`` is called after every
+    step; ``cancel`` is polled before every step and, when it returns True, the run stops with
+    :class:`CLADE.errors.Cancelled`. Deterministic for a given ``seed`` on the CPU.
 
     Example:
         >>> import numpy as np, SimpleITK as sitk
@@ -130,7 +121,7 @@ def adapt_to_volume(
         (3, True)
     """
     started = time.perf_counter()
-    _check_steps(steps)
+    _check_steps(options.get("steps", DEFAULT_STEPS))  # before the resampling it would waste
     image = as_3d(image)
     check_volume(image)
     prepared = prepare_volume(
@@ -140,19 +131,7 @@ def adapt_to_volume(
         patch_size=PATCH_SIZE,
         thick_axis=thick_axis,
     )
-    return adapt_prepared_volume(
-        prepared,
-        model,
-        steps=steps,
-        device=device,
-        learning_rate=learning_rate,
-        batch_size=batch_size,
-        max_patches=max_patches,
-        seed=seed,
-        progress=progress,
-        cancel=cancel,
-        started=started,
-    )
+    return adapt_prepared_volume(prepared, model, started=started, **options)
 
 
 def _check_steps(steps: int) -> None:

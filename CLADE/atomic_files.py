@@ -176,6 +176,24 @@ def write_atomically(
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def write_file(
+    path: str | os.PathLike, write: Callable[[str], object], suffix: str = ".partial"
+) -> Path:
+    """:func:`write_atomically` for CLADE's own outputs: a failure of the operating system
+    (permissions, a vanished folder) becomes one :class:`CladeError` sentence naming the file.
+
+    Example:
+        >>> write_file("/proc/no-such/report.json", lambda name: None)
+        Traceback (most recent call last):
+        ...
+        CLADE.errors.CladeError: Could not write /proc/no-such/report.json: No such file or directory.
+    """
+    try:
+        return write_atomically(path, write, suffix)
+    except OSError as error:
+        raise CladeError(f"Could not write {path}: {error.strerror or error}.") from None
+
+
 def no_space_message(path: str | os.PathLike) -> str:
     """The sentence for a write that failed on a full device.
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .atomic_files import write_atomically
+from .atomic_files import write_file
 from .errors import CladeError
 from .geometry import (
     PLANE_NAMES,
@@ -147,11 +147,7 @@ class EvaluationReport:
                 for row in self.rows:
                     writer.writerow(json_safe(row))
 
-        try:
-            write_atomically(path, write)
-        except OSError as error:
-            raise CladeError(f"Could not write {path}: {error.strerror or error}.") from None
-        return path
+        return write_file(path, write)
 
 
 def check_report_path(path: str | os.PathLike) -> Path:
@@ -306,12 +302,13 @@ def evaluate(
     sr_images: Sequence[tuple[str, sitk.Image]],
     reference: sitk.Image | None = None,
     *,
-    thick_axis: int | None = None,
-    orientation: str = "auto",
-    resample_to_reference: bool = False,
-    **measure_options,
+    measure_options: dict | None = None,
+    **comparison_options,
 ) -> EvaluationReport:
     """:func:`prepare_comparison` then :func:`measure`, in one call.
+
+    ``comparison_options`` are :func:`prepare_comparison`'s (``thick_axis``, ``orientation``,
+    ``resample_to_reference``), ``measure_options`` :func:`measure`'s.
 
     Example:
         >>> from CLADE.simulate import simulate_thick_slices
@@ -322,15 +319,8 @@ def evaluate(
         >>> [row["name"] for row in report.rows], report.columns[-2:]
         (['spline', 'same', 'reference'], ['psnr', 'ssim'])
     """
-    comparison = prepare_comparison(
-        input_image,
-        sr_images,
-        reference,
-        thick_axis=thick_axis,
-        orientation=orientation,
-        resample_to_reference=resample_to_reference,
-    )
-    return measure(comparison, **measure_options)
+    comparison = prepare_comparison(input_image, sr_images, reference, **comparison_options)
+    return measure(comparison, **(measure_options or {}))
 
 
 def volume_name(path: str | os.PathLike) -> str:

@@ -26,7 +26,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy.ndimage import gaussian_filter, uniform_filter
 
-from .atomic_files import write_atomically
+from .atomic_files import write_file
 from .errors import CladeError
 from .evaluation import Comparison, EvaluationReport
 from .geometry import lr_slice_stack
@@ -160,11 +160,7 @@ def save_evaluation_figure(
         )
         _draw_profiles(profile, names, slices, box, line_column, step, comparison)
         row0 += 5
-    try:
-        write_atomically(path, lambda name: figure.savefig(name, dpi=DPI, format="png"), ".png")
-    except OSError as error:
-        raise CladeError(f"Could not write {path}: {error.strerror or error}.") from None
-    return path
+    return write_file(path, lambda name: figure.savefig(name, dpi=DPI, format="png"), ".png")
 
 
 def check_figure_path(path: str | os.PathLike) -> Path:

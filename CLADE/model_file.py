@@ -154,6 +154,37 @@ def save_model(
     return path
 
 
+def read_clade_record(path: Path, format_name: str, version: int, **sentences: str) -> dict:
+    """Read a CLADE torch file (model or checkpoint) safely, ``weights_only=True``: never
+    unpickling code, whatever the file holds.
+
+    ``sentences`` are the :class:`CladeError` messages for each way it can be unusable:
+    ``missing``, ``pickled`` (Python objects other than tensors), ``damaged`` (not a torch file
+    at all), ``foreign`` (no ``format_name`` marker) and ``other_version`` (``{version}`` is the
+    file's).
+
+    Example:
+        >>> read_clade_record(Path("/no/such.pt"), "x", 1, missing="No file.")
+        Traceback (most recent call last):
+        ...
+        CLADE.errors.CladeError: No file.
+    """
+    if not path.is_file():
+        raise CladeError(sentences["missing"])
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CladeError(sentences["pickled"]) from None
+    except Exception:  # noqa: BLE001 - any failure to parse a foreign file is a user error
+        raise CladeError(sentences["damaged"]) from None
+    if not isinstance(record, dict) or record.get("format") != format_name:
+        raise CladeError(sentences["foreign"])
+    if record.get("format_version") != version:
+        found = str(record.get("format_version"))
+        raise CladeError(sentences["other_version"].replace("{version}", found))
+    return record
+
+
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
     """Load a model file safely (``weights_only=True``) and check metadata against weights.
 
@@ -161,31 +192,19 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
     and metadata that does not describe the stored weights.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CladeError(
-            f"The model file {path} does not exist: check the path or use a model name."
-        )
-    try:
-        record = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise CladeError(
-            f"{path} is not a CLADE model file (it holds Python objects other than weights, "
-            "which are never loaded for safety): use a model file saved by CLADE."
-        ) from None
-    except Exception:  # noqa: BLE001 - any failure to parse a foreign file is a user error
-        raise CladeError(
-            f"{path} is corrupt or not a CLADE model file: download or export it again."
-        ) from None
-    if not isinstance(record, dict) or record.get("format") != FORMAT_NAME:
-        raise CladeError(
-            f"{path} is not a CLADE model file (no CLADE format marker): use a model file saved "
-            "by CLADE."
-        )
-    if record.get("format_version") != FORMAT_VERSION:
-        raise CladeError(
-            f"{path} uses model format version {record.get('format_version')}, but this CLADE "
-            f"reads version {FORMAT_VERSION}: upgrade CLADE."
-        )
+    record = read_clade_record(
+        path,
+        FORMAT_NAME,
+        FORMAT_VERSION,
+        missing=f"The model file {path} does not exist: check the path or use a model name.",
+        pickled=f"{path} is not a CLADE model file (it holds Python objects other than "
+        "weights, which are never loaded for safety): use a model file saved by CLADE.",
+        damaged=f"{path} is corrupt or not a CLADE model file: download or export it again.",
+        foreign=f"{path} is not a CLADE model file (no CLADE format marker): use a model file "
+        "saved by CLADE.",
+        other_version=f"{path} uses model format version {{version}}, but this CLADE reads "
+        f"version {FORMAT_VERSION}: upgrade CLADE.",
+    )
     metadata = record.get("metadata")
     _validate_metadata(metadata, path)
     generator = build_generator(metadata)

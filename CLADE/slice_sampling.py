@@ -132,14 +132,11 @@ def prepare_volume(
 
 
 def sample_volume(
-    volume: PreparedVolume,
-    rng: np.random.Generator,
-    patches_per_slice: int = 4,
-    patch_size: int = 32,
-    min_foreground: float = 0.0,
-    foreground_level: float = 0.05,
+    volume: PreparedVolume, rng: np.random.Generator, **options
 ) -> tuple[np.ndarray, np.ndarray]:
     """The X (LR-plane) and Y (HR-plane) patches of one prepared volume.
+
+    ``options`` are those of :func:`sample_volume_patches` (``patches_per_slice``, ...).
 
     Example:
         >>> v = PreparedVolume(np.zeros((40, 36, 34), np.float32), 2, [0])
@@ -147,9 +144,7 @@ def sample_volume(
         >>> x.shape, y.shape   # 34 sagittal slices, 40 axial slices, 4 patches each
         ((136, 32, 32), (160, 32, 32))
     """
-    x, y, _ = sample_volume_patches(
-        volume, rng, patches_per_slice, patch_size, min_foreground, foreground_level, False
-    )
+    x, y, _ = sample_volume_patches(volume, rng, **options)
     return x, y
 
 

@@ -20,13 +20,12 @@ cut or a full disk either the old or the new checkpoint is there, complete.
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from pathlib import Path
 
 import torch
 
 from ..errors import CladeError
+from ..model_file import read_clade_record
 from .run_record import RUN_RECORD_NAME
 from .write_errors import guarded_write
 
@@ -98,34 +97,21 @@ def set_rng_state(state: dict) -> None:
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Read a checkpoint safely (``weights_only=True``); :class:`CladeError` if unusable."""
     path = Path(path)
-    if not path.is_file():
-        raise CladeError(
-            f"There is no checkpoint to resume in {path.parent}: start without --resume."
-        )
-    try:
-        record = torch.load(path, map_location="cpu", weights_only=True)
-    except (
-        pickle.UnpicklingError,
-        RuntimeError,
-        EOFError,
-        zipfile.BadZipFile,
-        ValueError,
-        OSError,
-    ):
-        raise CladeError(
-            f"The checkpoint {path} is damaged or not a CLADE training checkpoint: start a new "
-            "run in another folder."
-        ) from None
-    if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
-        raise CladeError(
-            f"{path} is not a CLADE training checkpoint: start a new run in another folder."
-        )
-    if record.get("format_version") != FORMAT_VERSION:
-        raise CladeError(
-            f"The checkpoint {path} was written by another CLADE version (format "
-            f"{record.get('format_version')}): resume it with that version."
-        )
-    return record
+    damaged = (
+        f"The checkpoint {path} is damaged or not a CLADE training checkpoint: start a new run in "
+        "another folder."
+    )
+    return read_clade_record(
+        path,
+        CHECKPOINT_FORMAT,
+        FORMAT_VERSION,
+        missing=f"There is no checkpoint to resume in {path.parent}: start without --resume.",
+        pickled=damaged,
+        damaged=damaged,
+        foreign=f"{path} is not a CLADE training checkpoint: start a new run in another folder.",
+        other_version=f"The checkpoint {path} was written by another CLADE version (format "
+        "{version}): resume it with that version.",
+    )
 
 
 def holds_run(out: str | os.PathLike) -> bool:

@@ -75,6 +75,11 @@ BEST_METRICS = ("auto", "piqe", "psnr", "ssim")
 UPSAMPLING = ("transpose", "resize")
 
 
+def _switch(weight: str, what: str) -> property:
+    """A read-only switch that is on when the loss weight named ``weight`` is above zero."""
+    return property(lambda self: getattr(self, weight) > 0, doc=f"Whether {what}.")
+
+
 @dataclass(frozen=True)
 class LossWeights:
     """Weights of the generator loss terms (method section 5, and the safeguards of issue 6).
@@ -95,23 +100,10 @@ class LossWeights:
     lambda_paired: float = 0.0
     lambda_dc: float = 0.0
 
-    @property
-    def identity_term(self) -> bool:
-        """Whether the step runs the identity passes ``G_X(y)``, ``G_Y(x)``."""
-        return self.lambda_ident > 0
-
-    @property
-    def gmap_term(self) -> bool:
-        return self.lambda_gmap > 0
-
-    @property
-    def paired_term(self) -> bool:
-        """Whether the patch bank holds degraded HR patches and the step uses them."""
-        return self.lambda_paired > 0
-
-    @property
-    def dc_term(self) -> bool:
-        return self.lambda_dc > 0
+    identity_term = _switch("lambda_ident", "the step runs the identity passes G_X(y), G_Y(x)")
+    gmap_term = _switch("lambda_gmap", "the step computes the gradient-mapping term")
+    paired_term = _switch("lambda_paired", "the bank holds degraded HR patches, the step uses them")
+    dc_term = _switch("lambda_dc", "the step computes data consistency on real LR patches")
 
 
 @dataclass(frozen=True)
