@@ -888,66 +888,52 @@ def markdown(results: dict) -> str:
         f"{results.get('total_seconds')} s in all.",
         "",
     ]
-    lines += ["| figure | measured | paper (RTX A6000) |", "|---|---|---|"]
-    lines.append(
-        f"| CUDA tests passed / failed / skipped | {fmt(results.get('cuda_tests_passed'))}"
-        f" / {fmt(results.get('cuda_tests_failed'))} / "
-        f"{fmt(results.get('cuda_tests_skipped'))} | |"
-    )
-    if "core_tests_passed" in results:
-        lines.append(
-            f"| core tests passed / failed | {results['core_tests_passed']} / "
-            f"{results['core_tests_failed']} | |"
-        )
-    lines.append(
-        f"| paper-sized MRI, paper's patches, s | {fmt(results['paper_mri_seconds'])}"
-        f" | {PAPER['mri_seconds']:g} |"
-    )
-    lines.append(
-        f"| paper-sized CT, paper's patches, s | {fmt(results['paper_ct_seconds'])}"
-        f" | {PAPER['ct_seconds']:g} |"
-    )
-    lines.append(f"| paper-sized MRI, default, s | {fmt(results['default_mri_seconds'])} | |")
-    lines.append(f"| paper-sized CT, default, s | {fmt(results['default_ct_seconds'])} | |")
-    lines.append(
-        f"| 512x512x83 CT, paper's patches / default, s | "
-        f"{fmt(results['large_ct_paper_seconds'])} / "
-        f"{fmt(results['large_ct_default_seconds'])} | |"
-    )
     adapt = results.get("adapt") or {}
-    lines.append(
-        f"| --adapt {adapt.get('steps', 500)} on {adapt.get('case', 'mri')}, s | "
-        f"{fmt(adapt.get('adapt_seconds'))} | |"
-    )
     training = results.get("training") or {}
-    lines.append(
-        f"| training pairs/s, batch {training.get('shipped_batch_size')} "
-        f"({training.get('shipped_precision')}) | "
-        f"{fmt(results.get('training_pairs_per_second'))} | "
-        f"~{PAPER['training_pairs_per_second']} |"
-    )
     bf16 = training.get("bfloat16_at_shipped_batch") or {}
-    lines.append(
-        f"| training pairs/s, same batch, bfloat16 autocast | "
-        f"{fmt(bf16.get('pairs_per_second'))} | |"
-    )
     largest = training.get("largest_batch") or {}
-    lines.append(
-        f"| training pairs/s, largest batch tried that fit "
-        f"({largest.get('batch_size')}) | {fmt(largest.get('pairs_per_second'))} | |"
-    )
     ddp = results.get("ddp") or {}
-    lines.append(
-        f"| torchrun 1 process / one-rank DDP ({(ddp.get('ddp_one_rank') or {}).get('backend')})"
-        f" | exit {(ddp.get('torchrun_one_process') or {}).get('exit_code')} / "
-        f"{'ok' if (ddp.get('ddp_one_rank') or {}).get('ok') else 'FAILED'} | |"
-    )
+    one_rank = ddp.get("ddp_one_rank") or {}
     oom = results.get("oom") or {}
-    lines.append(
-        f"| out of memory forced: halvings, finished, final batch | "
-        f"{oom.get('halvings')}, {oom.get('finished')}, {oom.get('final_batch_slices')}"
-        f" | |"
-    )
+    tests = ("passed", "failed", "skipped")
+    # (figure, measured, the paper's figure or ""), one row of the table each.
+    table = [
+        (
+            "CUDA tests passed / failed / skipped",
+            " / ".join(fmt(results.get(f"cuda_tests_{t}")) for t in tests),
+            "",
+        )
+    ]
+    if "core_tests_passed" in results:
+        core = f"{results['core_tests_passed']} / {results['core_tests_failed']}"
+        table.append(("core tests passed / failed", core, ""))
+    table += [
+        ("paper-sized MRI, paper's patches, s", fmt(results["paper_mri_seconds"]),
+         f"{PAPER['mri_seconds']:g}"),
+        ("paper-sized CT, paper's patches, s", fmt(results["paper_ct_seconds"]),
+         f"{PAPER['ct_seconds']:g}"),
+        ("paper-sized MRI, default, s", fmt(results["default_mri_seconds"]), ""),
+        ("paper-sized CT, default, s", fmt(results["default_ct_seconds"]), ""),
+        ("512x512x83 CT, paper's patches / default, s",
+         f"{fmt(results['large_ct_paper_seconds'])} / {fmt(results['large_ct_default_seconds'])}",
+         ""),
+        (f"--adapt {adapt.get('steps', 500)} on {adapt.get('case', 'mri')}, s",
+         fmt(adapt.get("adapt_seconds")), ""),
+        (f"training pairs/s, batch {training.get('shipped_batch_size')} "
+         f"({training.get('shipped_precision')})",
+         fmt(results.get("training_pairs_per_second")),
+         f"~{PAPER['training_pairs_per_second']}"),
+        ("training pairs/s, same batch, bfloat16 autocast", fmt(bf16.get("pairs_per_second")), ""),
+        (f"training pairs/s, largest batch tried that fit ({largest.get('batch_size')})",
+         fmt(largest.get("pairs_per_second")), ""),
+        (f"torchrun 1 process / one-rank DDP ({one_rank.get('backend')})",
+         f"exit {(ddp.get('torchrun_one_process') or {}).get('exit_code')} / "
+         f"{'ok' if one_rank.get('ok') else 'FAILED'}", ""),
+        ("out of memory forced: halvings, finished, final batch",
+         f"{oom.get('halvings')}, {oom.get('finished')}, {oom.get('final_batch_slices')}", ""),
+    ]  # fmt: skip
+    lines += ["| figure | measured | paper (RTX A6000) |", "|---|---|---|"]
+    lines += [f"| {figure} | {measured} | {paper} |" for figure, measured, paper in table]
     lines += ["", "## Inference rows", ""]
     rows = results.get("inference_rows") or []
     if rows:

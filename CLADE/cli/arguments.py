@@ -105,3 +105,25 @@ fraction = float_in(0.0, 1.0, low_open=True)
 #: A patch stride in pixels: 1 up to the 32-pixel patch (``CLADE.model_file.PATCH_SIZE``,
 #: not imported here so that ``clade --help`` does not load torch).
 patch_stride = int_at_least(1, 32)
+
+
+def add_thick_axis(parser: argparse.ArgumentParser, what: str) -> None:
+    """Add ``--thick-axis`` (``auto`` or an index axis); read it with :func:`thick_axis_of`.
+
+    Example:
+        >>> parser = argparse.ArgumentParser()
+        >>> add_thick_axis(parser, "the thick slices")
+        >>> thick_axis_of(parser.parse_args([])), thick_axis_of(parser.parse_args(["--thick-axis", "1"]))
+        (None, 1)
+    """
+    parser.add_argument(
+        "--thick-axis",
+        default="auto",
+        choices=("auto", "0", "1", "2"),
+        help=f"index axis of {what} (default: the largest spacing)",
+    )
+
+
+def thick_axis_of(args: argparse.Namespace) -> int | None:
+    """The ``--thick-axis`` of :func:`add_thick_axis`: None for auto (the largest spacing)."""
+    return None if args.thick_axis == "auto" else int(args.thick_axis)

@@ -12,7 +12,7 @@ import math
 
 from ..errors import CladeError
 from ..evaluation import ORIENTATIONS
-from .arguments import fraction, int_at_least
+from .arguments import add_thick_axis, fraction, int_at_least, thick_axis_of
 
 
 def add_arguments(parser) -> None:
@@ -25,12 +25,7 @@ def add_arguments(parser) -> None:
         default="auto",
         help="LR plane(s) whose slices PIQE and the figure use (default: auto, as super-resolve)",
     )
-    parser.add_argument(
-        "--thick-axis",
-        default="auto",
-        choices=("auto", "0", "1", "2"),
-        help="index axis of INPUT's thick slices (default: the largest spacing)",
-    )
+    add_thick_axis(parser, "INPUT's thick slices")
     parser.add_argument(
         "--central-fraction",
         type=fraction,
@@ -78,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         input_image,
         sr_images,
         reference,
-        thick_axis=None if args.thick_axis == "auto" else int(args.thick_axis),
+        thick_axis=thick_axis_of(args),
         orientation=args.orientation,
         resample_to_reference=args.resample_to_reference,
     )

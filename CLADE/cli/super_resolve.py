@@ -18,7 +18,7 @@ import logging
 import sys
 
 from ..geometry import PLANE_NAMES
-from .arguments import int_at_least, patch_stride, positive_int
+from .arguments import add_thick_axis, int_at_least, patch_stride, positive_int, thick_axis_of
 
 #: ``--adapt`` without a number.
 DEFAULT_ADAPT_STEPS = 500
@@ -79,12 +79,7 @@ def add_arguments(parser) -> None:
         help="LR plane to super-resolve in: auto = sagittal if it contains the "
         "thick axis, else coronal; both = average of the two LR planes",
     )
-    parser.add_argument(
-        "--thick-axis",
-        default="auto",
-        choices=("auto", "0", "1", "2"),
-        help="index axis of the thick slices (default: the largest spacing)",
-    )
+    add_thick_axis(parser, "the thick slices")
     parser.add_argument(
         "--adapt",
         type=int_at_least(1),
@@ -155,7 +150,7 @@ def _request(args, device=None):
         ensemble=args.ensemble,
         precision=args.precision,
         plane=args.plane,
-        thick_axis=None if args.thick_axis == "auto" else int(args.thick_axis),
+        thick_axis=thick_axis_of(args),
         device=device or args.device,
         batch_size=args.batch_size,
         adapt_steps=args.adapt,

@@ -21,7 +21,7 @@ from pathlib import Path
 from . import CoreLocator
 from .InputValidation import validateInputVolume
 from .VolumeConversion import imageFromVolumeNode, updateVolumeNodeFromImage
-from .WorkerProcess import EXIT_EVENT, PollingJob, WorkerProcess
+from .WorkerProcess import PollingJob, WorkerProcess
 
 #: Suffix of the default output node name.
 OUTPUT_SUFFIX = "_CLADE"
@@ -200,8 +200,7 @@ class SuperResolutionJob(PollingJob):
     """
 
     pollInterval = 0.05
-
-    RUNNING, SUCCEEDED, FAILED, CANCELLED = "running", "succeeded", "failed", "cancelled"
+    workerName = "super-resolution worker"
 
     def __init__(
         self,
@@ -224,8 +223,7 @@ class SuperResolutionJob(PollingJob):
         self.python = python or pythonExecutable()
         self.launcher = list(launcher) if launcher else [self.python, "-m", "CLADE"]
         self.tempRoot = tempRoot
-        self.observeScene = observeScene
-        self.state = None
+        self._resetJob(observeScene)
         #: Overall fraction done (0-1, across every stage), seconds left (None: unknown).
         self.fraction = 0.0
         self.etaSeconds = None
@@ -235,16 +233,7 @@ class SuperResolutionJob(PollingJob):
         self.logLines = []
         self.stats = {}
         self.summary = ""
-        self.errorMessage = ""
-        self.tempDir = None
         self.outputPath = None
-        self.worker = None
-        self._sceneObserver = None
-        self._scene = None
-
-    @property
-    def done(self) -> bool:
-        return self.state in (self.SUCCEEDED, self.FAILED, self.CANCELLED)
 
     @property
     def stageLabel(self) -> str:
@@ -281,54 +270,29 @@ class SuperResolutionJob(PollingJob):
             )
             self.worker.start()
         except Exception:
-            self._removeTempDir()
+            self._releaseJob()
             raise
         self.state = self.RUNNING
-        if self.observeScene and self.inputNode.GetScene() is not None:
-            self._scene = self.inputNode.GetScene()
-            # Closing the scene removes the nodes the result would go to: stop the work too.
-            self._sceneObserver = self._scene.AddObserver(
-                self._scene.StartCloseEvent, self._onSceneClose
-            )
+        self._observeSceneClose(self.inputNode)
 
-    def _onSceneClose(self, caller=None, event=None) -> None:
-        self.cancel()
-
-    def cancel(self) -> None:
-        """Kill the worker's process tree; nothing is written to the scene."""
-        if self.state != self.RUNNING:
-            return
-        self.worker.cancel()
-        self._finish(cancelled=True)
-
-    def poll(self) -> list[dict]:
-        """Drain the worker's events (main thread only); finishes the job on the exit event."""
-        if self.worker is None:
-            return []
-        events = self.worker.drainEvents()
-        for event in events:
-            kind = event.get("event")
-            if kind == "progress":
-                self.fraction = float(event.get("fraction", self.fraction))
-                self.etaSeconds = event.get("eta_seconds")
-                self.stage = str(event.get("stage", self.stage))
-            elif kind == "log" and "message" in event:
-                # Protocol log lines; plain stderr text (stream "stderr") is kept by the
-                # worker for failure reports instead of flooding the pane.
-                level = str(event.get("level", "info"))
-                prefix = "" if level == "info" else f"{level.capitalize()}: "
-                self.logLines.append(prefix + str(event["message"]))
-            elif kind == "done":
-                self.stats = dict(event.get("stats") or {})
-                self.summary = str(event.get("summary", ""))
-            elif kind == "error":
-                self.errorMessage = str(event.get("message", ""))
-                self.logLines.append("Error: " + self.errorMessage)
-            elif kind == EXIT_EVENT and self.state == self.RUNNING:
-                self._finish(
-                    cancelled=event.get("cancelled", False), returnCode=event.get("returnCode")
-                )
-        return events
+    def _onEvent(self, event: dict) -> None:
+        kind = event.get("event")
+        if kind == "progress":
+            self.fraction = float(event.get("fraction", self.fraction))
+            self.etaSeconds = event.get("eta_seconds")
+            self.stage = str(event.get("stage", self.stage))
+        elif kind == "log" and "message" in event:
+            # Protocol log lines; plain stderr text (stream "stderr") is kept by the
+            # worker for failure reports instead of flooding the pane.
+            level = str(event.get("level", "info"))
+            prefix = "" if level == "info" else f"{level.capitalize()}: "
+            self.logLines.append(prefix + str(event["message"]))
+        elif kind == "done":
+            self.stats = dict(event.get("stats") or {})
+            self.summary = str(event.get("summary", ""))
+        elif kind == "error":
+            self.errorMessage = str(event.get("message", ""))
+            self.logLines.append("Error: " + self.errorMessage)
 
     def _finish(self, cancelled: bool, returnCode: int | None = None) -> None:
         try:
@@ -342,30 +306,15 @@ class SuperResolutionJob(PollingJob):
             else:
                 self.state = self.FAILED
                 if not self.errorMessage:
-                    lines = self.worker.lastErrorLines()[-5:]
-                    details = (": " + " | ".join(lines)) if lines else "."
-                    self.errorMessage = (
-                        f"The super-resolution worker stopped unexpectedly (exit code "
-                        f"{returnCode}){details}"
-                    )
+                    self.errorMessage = self._unexpectedExit(returnCode)
         except Exception as error:
             self.state = self.FAILED
             self.errorMessage = f"The result could not be loaded: {error}"
         finally:
-            self._stopObservingScene()
-            self._removeTempDir()
+            self._releaseJob()
 
     def _loadOutput(self) -> None:
         import SimpleITK as sitk
 
         image = sitk.ReadImage(str(self.outputPath))
         self.outputNode = storeResult(image, self.inputNode, self.outputNode, self.outputName)
-
-    def _stopObservingScene(self) -> None:
-        if self._sceneObserver is not None:
-            self._scene.RemoveObserver(self._sceneObserver)
-            self._sceneObserver = None
-
-    def _removeTempDir(self) -> None:
-        if self.tempDir is not None:
-            shutil.rmtree(self.tempDir, ignore_errors=True)

@@ -23,7 +23,7 @@ from .InputValidation import (
 from .ModelCatalog import exportedModels
 from .SuperResolutionLogic import pythonExecutable
 from .VolumeConversion import imageFromVolumeNode
-from .WorkerProcess import EXIT_EVENT, PollingJob, WorkerProcess
+from .WorkerProcess import PollingJob, WorkerProcess
 
 #: Loss weights (cyc, ident, gmap) and batch size of the core's presets (the paper's grid search
 #: for the weights). A copy, because the Lib must load before the core is found (the module
@@ -218,7 +218,7 @@ class TrainingJob(PollingJob):
     in ``folder`` are passed as files. New models appear in :attr:`models` when it succeeds.
     """
 
-    RUNNING, SUCCEEDED, FAILED, CANCELLED = "running", "succeeded", "failed", "cancelled"
+    workerName = "training worker"
 
     def __init__(
         self,
@@ -242,20 +242,10 @@ class TrainingJob(PollingJob):
         self.validationNode = validationNode
         self.python = python or pythonExecutable()
         self.tempRoot = tempRoot
-        self.observeScene = observeScene
+        self._resetJob(observeScene)
         self.extraArguments = list(extraArguments)
         self.curves = TrainingCurves()
-        self.state = None
         self.models = []
-        self.errorMessage = ""
-        self.tempDir = None
-        self.worker = None
-        self._scene = None
-        self._sceneObserver = None
-
-    @property
-    def done(self) -> bool:
-        return self.state in (self.SUCCEEDED, self.FAILED, self.CANCELLED)
 
     @property
     def eventsFile(self) -> Path:
@@ -315,37 +305,20 @@ class TrainingJob(PollingJob):
             shutil.rmtree(self.tempDir, ignore_errors=True)
             raise
         self.state = self.RUNNING
-        if self.observeScene and self.volumeNodes and self.volumeNodes[0].GetScene() is not None:
-            self._scene = self.volumeNodes[0].GetScene()
-            self._sceneObserver = self._scene.AddObserver(
-                self._scene.StartCloseEvent, lambda *args: self.cancel()
-            )
+        self._observeSceneClose(self.volumeNodes[0] if self.volumeNodes else None)
 
-    def poll(self) -> list[dict]:
-        """Drain events; returns them (the widget redraws the plot when a step arrived)."""
-        if self.worker is None:
-            return []
-        events = self.worker.drainEvents()
-        for event in events:
-            kind = event.get("event")
-            self.curves.addEvent(event)
-            if kind == "error":
-                self.errorMessage = str(event.get("message", ""))
-            elif kind == "done":
-                self.models = [
-                    Path(p)
-                    for p in (event.get("best_model"), event.get("final_model"))
-                    if p and Path(p).is_file()
-                ]
-            elif kind == EXIT_EVENT and self.state == self.RUNNING:
-                self._finish(event.get("cancelled", False), event.get("returnCode"))
-        return events
-
-    def cancel(self) -> None:
-        if self.state != self.RUNNING:
-            return
-        self.worker.cancel()
-        self._finish(True, None)
+    def _onEvent(self, event: dict) -> None:
+        # poll() returns the events too: the widget redraws the plot when a step arrived.
+        kind = event.get("event")
+        self.curves.addEvent(event)
+        if kind == "error":
+            self.errorMessage = str(event.get("message", ""))
+        elif kind == "done":
+            self.models = [
+                Path(p)
+                for p in (event.get("best_model"), event.get("final_model"))
+                if p and Path(p).is_file()
+            ]
 
     def _finish(self, cancelled: bool, returnCode) -> None:
         if cancelled:
@@ -358,15 +331,8 @@ class TrainingJob(PollingJob):
         else:
             self.state = self.FAILED
             if not self.errorMessage:
-                lines = self.worker.lastErrorLines()[-5:]
-                details = (": " + " | ".join(lines)) if lines else "."
-                self.errorMessage = (
-                    f"The training worker stopped unexpectedly (exit code {returnCode}){details}"
-                )
-        if self._sceneObserver is not None:
-            self._scene.RemoveObserver(self._sceneObserver)
-            self._sceneObserver = None
-        shutil.rmtree(self.tempDir, ignore_errors=True)
+                self.errorMessage = self._unexpectedExit(returnCode)
+        self._releaseJob()
 
 
 def _safeName(name: str) -> str:

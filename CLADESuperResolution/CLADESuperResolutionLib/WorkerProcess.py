@@ -17,6 +17,7 @@ import collections
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -278,10 +279,81 @@ class WorkerProcess:
 
 
 class PollingJob:
-    """Shared ``wait`` for jobs that expose ``done``, ``poll()``, ``cancel()`` and ``state``.
+    """The lifecycle shared by the module's jobs: one worker process, polled from the main thread.
 
+    A job starts its :class:`WorkerProcess` in ``start()``, then ``poll()`` drains the worker's
+    events, hands each to :meth:`_onEvent` and, on the worker's exit event, calls
+    ``_finish(cancelled, returnCode)``; :meth:`cancel` kills the worker and finishes as
+    cancelled. Closing the scene the job's nodes live in cancels it (:meth:`_observeSceneClose`).
     The GUI drains jobs with a QTimer; scripts and tests block with :meth:`wait` instead.
     """
+
+    RUNNING, SUCCEEDED, FAILED, CANCELLED = "running", "succeeded", "failed", "cancelled"
+
+    #: The worker, in words, for the message of an unexpected exit.
+    workerName = "worker"
+
+    def _resetJob(self, observeScene: bool) -> None:
+        """The state every job starts with (called by the subclasses' ``__init__``)."""
+        self.observeScene = observeScene
+        self.state = None
+        self.errorMessage = ""
+        self.tempDir = None
+        self.worker = None
+        self._scene = None
+        self._sceneObserver = None
+
+    @property
+    def done(self) -> bool:
+        return self.state in (self.SUCCEEDED, self.FAILED, self.CANCELLED)
+
+    def poll(self) -> list[dict]:
+        """Drain the worker's events (main thread only); finishes the job on the exit event."""
+        if self.worker is None:
+            return []
+        events = self.worker.drainEvents()
+        for event in events:
+            if event.get("event") == EXIT_EVENT:
+                if self.state == self.RUNNING:
+                    self._finish(event.get("cancelled", False), event.get("returnCode"))
+            else:
+                self._onEvent(event)
+        return events
+
+    def _onEvent(self, event: dict) -> None:
+        """One protocol event of the worker (progress, log, done, error...)."""
+
+    def cancel(self) -> None:
+        """Kill the worker's process tree and finish as cancelled."""
+        if self.state != self.RUNNING:
+            return
+        self.worker.cancel()
+        self._finish(True, None)
+
+    def _finish(self, cancelled: bool, returnCode) -> None:
+        raise NotImplementedError  # each job knows what its result is
+
+    def _unexpectedExit(self, returnCode) -> str:
+        """The sentence for a worker that stopped without saying why, with its last stderr."""
+        lines = self.worker.lastErrorLines()[-5:]
+        details = (": " + " | ".join(lines)) if lines else "."
+        return f"The {self.workerName} stopped unexpectedly (exit code {returnCode}){details}"
+
+    def _observeSceneClose(self, node) -> None:
+        """Cancel when the scene holding ``node`` closes: the nodes the result needs go away."""
+        if self.observeScene and node is not None and node.GetScene() is not None:
+            self._scene = node.GetScene()
+            self._sceneObserver = self._scene.AddObserver(
+                self._scene.StartCloseEvent, lambda *args: self.cancel()
+            )
+
+    def _releaseJob(self) -> None:
+        """Stop observing the scene and remove the job's temporary folder."""
+        if self._sceneObserver is not None:
+            self._scene.RemoveObserver(self._sceneObserver)
+            self._sceneObserver = None
+        if self.tempDir is not None:
+            shutil.rmtree(self.tempDir, ignore_errors=True)
 
     pollInterval = 0.1
 
