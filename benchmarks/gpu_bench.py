@@ -97,20 +97,11 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--budget", type=float, default=450.0, help="seconds for the whole run")
     parser.add_argument("--steps", nargs="+", default=list(STEPS), choices=STEPS)
-    parser.add_argument(
-        "--pack-wheel",
-        nargs=2,
-        type=Path,
-        metavar=("WHEEL", "SITE"),
-        help="(gpu_check.sh --prepare) unpack a wheel into SITE, xz its big files",
-    )
-    parser.add_argument(
-        "--unpack",
-        nargs=2,
-        type=Path,
-        metavar=("CARRIED", "SITE"),
-        help="(gpu_check.sh) copy a packed tree into SITE, un-xz its files",
-    )
+    for flag, names, what in (
+        ("--pack-wheel", ("WHEEL", "SITE"), "(gpu_check.sh --prepare) unpack a wheel into SITE, xz its big files"),
+        ("--unpack", ("CARRIED", "SITE"), "(gpu_check.sh) copy a packed tree into SITE, un-xz its files"),
+    ):  # fmt: skip
+        parser.add_argument(flag, nargs=2, type=Path, metavar=names, help=what)
     parser.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)  # child process
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)

@@ -22,7 +22,6 @@ Usage: python models/prepare_training_data.py [--out runs/training-data] [--cach
 from __future__ import annotations
 
 import argparse
-import glob
 import hashlib
 import subprocess
 import sys
@@ -47,19 +46,18 @@ COLIN_THICKNESS_MM = 5.0
 
 def pyradiomics_archive(cache: Path) -> Path:
     """The PyRadiomics source archive in ``cache``, downloaded (no build, no install) if absent."""
-    cache.mkdir(parents=True, exist_ok=True)
-    found = sorted(glob.glob(str(cache / "pyradiomics-3.0.1.tar.gz")))
-    if not found:
+    archive = cache / "pyradiomics-3.0.1.tar.gz"
+    if not archive.is_file():
+        cache.mkdir(parents=True, exist_ok=True)
         print(f"Downloading the {PYRADIOMICS} source archive into {cache}")
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-             "--no-build-isolation", "--dest", str(cache), PYRADIOMICS],
-            check=True,
-        )  # fmt: skip
-        found = sorted(glob.glob(str(cache / "pyradiomics-3.0.1.tar.gz")))
-    if not found:
-        raise SystemExit(f"No {PYRADIOMICS} archive in {cache} after pip download.")
-    return Path(found[0])
+        pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--dest", str(cache)]
+        # --no-binary: the images are only in the source archive; --no-build-isolation: pip
+        # would otherwise build the package to read its metadata, which needs its build tools.
+        pip += ["--no-binary", ":all:", "--no-build-isolation", PYRADIOMICS]
+        subprocess.run(pip, check=True)
+    if not archive.is_file():
+        raise SystemExit(f"No {archive.name} in {cache} after pip download.")
+    return archive
 
 
 def extract_lungs(cache: Path, out: Path) -> list[Path]:

@@ -20,17 +20,14 @@ import sys
 from ..geometry import PLANE_NAMES
 from .arguments import add_thick_axis, int_at_least, patch_stride, positive_int, thick_axis_of
 
+PATHS_HELP = "INPUT OUTPUT, or with --out-dir one or more inputs (files, folders, DICOM series)"
+
 #: ``--adapt`` without a number.
 DEFAULT_ADAPT_STEPS = 500
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument(
-        "paths",
-        nargs="+",
-        metavar="PATH",
-        help="INPUT OUTPUT, or with --out-dir one or more inputs (files, folders, DICOM series)",
-    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help=PATHS_HELP)
     parser.add_argument("--out-dir", help="cohort mode: write one output per input into DIR")
     parser.add_argument(
         "--out-format",
