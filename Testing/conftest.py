@@ -13,6 +13,7 @@ the test file (the shipped models end to end); ``gpu``: tests marked ``gpu`` or 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -67,6 +68,33 @@ def make_volume(
     if direction is not None:
         image.SetDirection(direction)
     return image
+
+
+def run_python(*args, timeout: float = 600, **options) -> subprocess.CompletedProcess:
+    """``python ARGS...`` (this interpreter) as a real subprocess, output captured as UTF-8 text;
+    ``options`` go to ``subprocess.run`` (``env``, ``cwd``, ``preexec_fn``...)."""
+    return subprocess.run(
+        [sys.executable, *map(str, args)],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=timeout,
+        **options,
+    )
+
+
+def run_clade(*args, timeout: float = 600, **options) -> subprocess.CompletedProcess:
+    """``python -m CLADE ARGS...`` as a real subprocess (see ``run_python``)."""
+    return run_python("-m", "CLADE", *args, timeout=timeout, **options)
+
+
+@pytest.fixture
+def scene():
+    """A fresh slicer-core MRML scene as ``slicer.mrmlScene``, cleared after the test."""
+    slicer = pytest.importorskip("slicer")
+    slicer.mrmlScene = slicer.vtkMRMLScene()
+    yield slicer.mrmlScene
+    slicer.mrmlScene.Clear(1)
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import run_clade, run_python
 
 FORMATS = ["nii", "nii.gz", "nrrd", "mha", "mhd", "nhdr"]
 #: The data file ITK writes beside each detached header (compressed, as CLADE writes).
@@ -40,6 +41,37 @@ def _volume(path: Path, size: int, seed: int) -> Path:
 
 def _digest(folder: Path) -> dict:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def _simulate(source: Path, out: Path, *options, **kwargs) -> subprocess.CompletedProcess:
+    """``clade simulate SOURCE OUT --thickness 2 OPTIONS...`` as a real subprocess."""
+    return run_clade("simulate", source, out, "--thickness", "2", *options, timeout=120, **kwargs)
+
+
+def _replace_on_a_full_disk(
+    full: Path, earlier: Path, command: str, *args
+) -> subprocess.CompletedProcess:
+    """Inside a private user+mount namespace: mount a 256 KiB tmpfs on ``full``, put the good
+    earlier output(s) of ``earlier`` on it, run the shell ``command`` that tries to replace them
+    (``$1`` the tiny disk, ``$3`` this Python, ``$4``... ``args``), then report what the folder
+    holds: ``rc=N`` and ``sha256sum`` lines on stdout."""
+    script = (
+        'mount -t tmpfs -o size=256k tmpfs "$1" && cp -p "$2"/* "$1"/ && '
+        f'{command}; echo "rc=$?"; cd "$1" && sha256sum $(ls -A)'
+    )
+    return subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script, "sh", str(full), str(earlier), sys.executable]
+        + [str(arg) for arg in args],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=300,
+    )
+
+
+def _listed(stdout: str) -> dict:
+    """File name -> digest, from the ``sha256sum`` lines of ``_replace_on_a_full_disk``."""
+    return dict(reversed(line.split()) for line in stdout.splitlines() if "  " in line)
 
 
 def _namespaces_work() -> bool:
@@ -67,52 +99,14 @@ def test_full_disk_is_one_sentence_and_keeps_the_earlier_output(tmp_path, ext):
     earlier = tmp_path / "earlier"
     earlier.mkdir()
     name = f"out.{ext}"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "CLADE",
-            "simulate",
-            str(small),
-            str(earlier / name),
-            "--thickness",
-            "2",
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=120,
-    )
+    done = _simulate(small, earlier / name, "--quiet")
     assert done.returncode == 0, done.stderr
     before = _digest(earlier)
     full = tmp_path / "full"
     full.mkdir()
-    # Inside the namespace: mount the tiny disk, put the good earlier output on it, try to
-    # replace it with one that does not fit, then report what the folder holds.
-    script = (
-        'mount -t tmpfs -o size=256k tmpfs "$1" && cp -p "$2"/* "$1"/ && '
-        '"$3" -m CLADE simulate "$4" "$1/$5" --thickness 2; echo "rc=$?"; '
-        'cd "$1" && sha256sum $(ls -A)'
-    )
-    result = subprocess.run(
-        [
-            "unshare",
-            "-rm",
-            "sh",
-            "-c",
-            script,
-            "sh",
-            str(full),
-            str(earlier),
-            sys.executable,
-            str(big),
-            name,
-        ],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=300,
+    # Try to replace the good earlier output with one that does not fit on the tiny disk.
+    result = _replace_on_a_full_disk(
+        full, earlier, '"$3" -m CLADE simulate "$4" "$1/$5" --thickness 2', big, name
     )
     assert "rc=2" in result.stdout, (result.stdout, result.stderr)
     assert result.stderr.strip() == (
@@ -120,8 +114,7 @@ def test_full_disk_is_one_sentence_and_keeps_the_earlier_output(tmp_path, ext):
         f"or choose another folder ({name} was not written; any earlier file of that name is "
         "unchanged)."
     )
-    listed = dict(reversed(line.split()) for line in result.stdout.splitlines() if "  " in line)
-    assert listed == before  # the earlier file (pair) untouched, no temporaries left
+    assert _listed(result.stdout) == before  # the earlier file (pair) untouched, no temporaries
 
 
 def test_short_nifti_write_is_refused_not_published(tmp_path):
@@ -135,14 +128,7 @@ def test_short_nifti_write_is_refused_not_published(tmp_path):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000))
 
-    result = subprocess.run(
-        [sys.executable, "-m", "CLADE", "simulate", str(big), str(out), "--thickness", "2"],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=120,
-        preexec_fn=limit,
-    )
+    result = _simulate(big, out, preexec_fn=limit)
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.startswith(f"clade: error: {out} could not be written completely (")
     assert "NWAD" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
@@ -177,13 +163,7 @@ def test_temporaries_of_a_killed_run_are_removed_by_the_next(tmp_path, ext):
     assert killed.returncode == -signal.SIGKILL
     left = sorted(p.name for p in out.parent.iterdir())
     assert left and all(name.startswith(f".sim.{ext}.") for name in left)  # hidden, not final
-    again = subprocess.run(
-        [sys.executable, "-m", "CLADE", *command],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=120,
-    )
+    again = run_clade(*command, timeout=120)
     assert again.returncode == 0, again.stderr
     expected = [f"sim.{ext}"] + ([f"sim.{COMPANION[ext]}"] if ext in COMPANION else [])
     assert sorted(p.name for p in out.parent.iterdir()) == sorted(expected)
@@ -196,23 +176,7 @@ def test_a_live_writers_temporary_is_left_alone(tmp_path):
     # A temporary of the same output held by a process that is still running (this one).
     live = tmp_path / f".sim.nii.gz.{os.getpid()}-0123abcd.partial.nii.gz"
     live.write_bytes(b"being written")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "CLADE",
-            "simulate",
-            str(source),
-            str(out),
-            "--thickness",
-            "2",
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=120,
-    )
+    result = _simulate(source, out, "--quiet")
     assert result.returncode == 0, result.stderr
     assert live.read_bytes() == b"being written"
 
@@ -221,23 +185,7 @@ def test_detached_header_pairs_name_their_final_data_file(tmp_path):
     source = _volume(tmp_path / "iso.nrrd", 16, 5)
     for ext, key in (("mhd", "ElementDataFile = "), ("nhdr", "data file: ")):
         out = tmp_path / f"pair.{ext}"
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "CLADE",
-                "simulate",
-                str(source),
-                str(out),
-                "--thickness",
-                "2",
-                "--quiet",
-            ],
-            capture_output=True,
-            text=True,
-            encoding="utf-8",
-            timeout=120,
-        )
+        result = _simulate(source, out, "--quiet")
         assert result.returncode == 0, result.stderr
         header = out.read_text(encoding="latin-1")
         assert f"{key}pair.{COMPANION[ext]}" in header
@@ -264,45 +212,18 @@ def test_model_file_on_a_full_disk_keeps_the_earlier_model(tmp_path):
     script.write_text(_SAVE_MODEL)
     earlier = tmp_path / "earlier"
     earlier.mkdir()
-    made = subprocess.run(
-        [sys.executable, str(script), str(earlier / "model.pt"), "4"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    made = run_python(script, earlier / "model.pt", "4", timeout=120)
     assert made.returncode == 0, made.stderr
     before = _digest(earlier)
     full = tmp_path / "full"
     full.mkdir()
-    shell = (
-        'mount -t tmpfs -o size=256k tmpfs "$1" && cp -p "$2"/* "$1"/ && '
-        '"$3" "$4" "$1/model.pt" 64; echo "rc=$?"; cd "$1" && sha256sum $(ls -A)'
-    )
-    result = subprocess.run(
-        [
-            "unshare",
-            "-rm",
-            "sh",
-            "-c",
-            shell,
-            "sh",
-            str(full),
-            str(earlier),
-            sys.executable,
-            str(script),
-        ],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=300,
-    )
+    result = _replace_on_a_full_disk(full, earlier, '"$3" "$4" "$1/model.pt" 64', script)
     assert "rc=2" in result.stdout, (result.stdout, result.stderr)
     assert result.stderr.strip().startswith(
         f"There is no space left on the device holding {full}:"
     ), result.stderr
     assert "inline_container" not in result.stderr
-    listed = dict(reversed(line.split()) for line in result.stdout.splitlines() if "  " in line)
-    assert listed == before
+    assert _listed(result.stdout) == before
 
 
 _CHECKPOINT_THEN_DIE = """
@@ -330,11 +251,6 @@ def test_checkpoint_temporaries_of_a_killed_run_are_removed_by_the_next_checkpoi
     )
     assert killed.returncode == -signal.SIGKILL
     assert [p.name.startswith(".checkpoint.pt.") for p in run.iterdir()] == [True]
-    again = subprocess.run(
-        [sys.executable, str(script), str(target), "live"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    again = run_python(script, target, "live", timeout=120)
     assert again.returncode == 0, again.stderr
     assert [p.name for p in run.iterdir()] == ["checkpoint.pt"]

@@ -12,25 +12,18 @@ from __future__ import annotations
 import hashlib
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import make_volume
+from conftest import make_volume, run_clade
 
 from CLADE.demo import SAMPLE_PATH
 
 
 def _clade(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "CLADE", *map(str, args)],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=300,
-    )
+    return run_clade(*args, timeout=300)
 
 
 def _refused(result, *words) -> str:

@@ -11,23 +11,16 @@ elsewhere in space was blamed on PIQE ("every slice ... is constant").
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import make_volume
+from conftest import make_volume, run_clade
 
 
 def _clade(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "CLADE", *map(str, args)],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=300,
-    )
+    return run_clade(*args, timeout=300)
 
 
 def _refused(result, *words) -> str:

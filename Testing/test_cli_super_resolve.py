@@ -11,20 +11,18 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import make_volume
+from conftest import make_volume, run_clade
 
 from CLADE.model_file import build_generator, make_metadata, save_model
 
 
 def clade(*args, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "CLADE", *map(str, args)],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        cwd=cwd,
-        timeout=600,
-    )
+    return run_clade(*args, cwd=cwd, timeout=600)
+
+
+def super_resolve(source, out, model, *options):
+    """``clade super-resolve SOURCE OUT --model MODEL OPTIONS...``."""
+    return clade("super-resolve", source, out, "--model", model, *options)
 
 
 @pytest.fixture(scope="module")
@@ -49,17 +47,7 @@ def test_real_ct_volume_end_to_end(shared_data, tmp_path, tiny_model_path):
     source = shared_data / "abdomen_ct_native_20sl_totalseg.nii.gz"
     source_bytes = source.read_bytes()
     out = tmp_path / "iso.nii.gz"
-    result = clade(
-        "super-resolve",
-        source,
-        out,
-        "--model",
-        tiny_model_path,
-        "--stride",
-        "32",
-        "--output-type",
-        "input",
-    )
+    result = super_resolve(source, out, tiny_model_path, "--stride", "32", "--output-type", "input")
     assert result.returncode == 0, result.stderr
     assert "random (untrained) weights" in result.stderr
     summary = result.stdout.strip().splitlines()[-1]
@@ -98,7 +86,7 @@ def test_dicom_folder_input(tmp_path, tiny_model_path):
         writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
         writer.Execute(piece)
     out = tmp_path / "iso.mha"
-    result = clade("super-resolve", folder, out, "--model", tiny_model_path, "--quiet")
+    result = super_resolve(folder, out, tiny_model_path, "--quiet")
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
     assert sitk.ReadImage(str(out)).GetSize() == (36, 34, 17)
@@ -154,7 +142,7 @@ def test_bad_inputs_fail_with_one_sentence(tmp_path, small_volume, tiny_model_pa
         ((small_volume, tmp_path / "out.xyz"), ["Cannot tell the format"]),
     ]
     for (source, target), phrases in cases:
-        result = clade("super-resolve", source, target, "--model", tiny_model_path)
+        result = super_resolve(source, target, tiny_model_path)
         _assert_user_error(result, *phrases)
         assert not out.exists()
 
@@ -164,7 +152,7 @@ def test_4d_series_is_refused(tmp_path, tiny_model_path):
     path = tmp_path / "series.nii.gz"
     sitk.WriteImage(image, str(path))
     _assert_user_error(
-        clade("super-resolve", path, tmp_path / "o.nrrd", "--model", tiny_model_path),
+        super_resolve(path, tmp_path / "o.nrrd", tiny_model_path),
         "4 dimensions",
     )
 
@@ -179,9 +167,7 @@ def test_output_that_cannot_be_written(tmp_path, small_volume, tiny_model_path):
     # "cannot be written" cases here are ones that fail for root too.
     taken = tmp_path / "taken.nrrd"
     taken.mkdir()
-    _assert_user_error(
-        clade("super-resolve", small_volume, taken, "--model", tiny_model_path), "is a folder"
-    )
+    _assert_user_error(super_resolve(small_volume, taken, tiny_model_path), "is a folder")
     assert list(taken.iterdir()) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.nrrd"]
 
@@ -191,32 +177,26 @@ def test_unwritable_output_folder_via_file_as_folder(tmp_path, small_volume, tin
     blocker = tmp_path / "blocker"
     blocker.write_text("x")
     _assert_user_error(
-        clade("super-resolve", small_volume, blocker / "o.nrrd", "--model", tiny_model_path),
+        super_resolve(small_volume, blocker / "o.nrrd", tiny_model_path),
         "does not exist",
     )
 
 
 def test_bad_models_fail_with_one_sentence(tmp_path, small_volume):
     out = tmp_path / "out.nrrd"
-    _assert_user_error(
-        clade("super-resolve", small_volume, out, "--model", "nonexistent"), "Unknown model"
-    )
+    _assert_user_error(super_resolve(small_volume, out, "nonexistent"), "Unknown model")
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"PK\x03\x04 garbage")
-    _assert_user_error(clade("super-resolve", small_volume, out, "--model", corrupt), "corrupt")
+    _assert_user_error(super_resolve(small_volume, out, corrupt), "corrupt")
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(3)}, foreign)
-    _assert_user_error(
-        clade("super-resolve", small_volume, out, "--model", foreign), "not a CLADE model file"
-    )
+    _assert_user_error(super_resolve(small_volume, out, foreign), "not a CLADE model file")
     meta = make_metadata("m", "MR", base_filters=4, n_blocks=1)
     mismatched = save_model(tmp_path / "mismatch.pt", build_generator(meta), meta)
     record = torch.load(mismatched, weights_only=True)
     record["metadata"]["architecture"]["n_blocks"] = 3
     torch.save(record, mismatched)
-    _assert_user_error(
-        clade("super-resolve", small_volume, out, "--model", mismatched), "do not match"
-    )
+    _assert_user_error(super_resolve(small_volume, out, mismatched), "do not match")
     assert not out.exists()
 
 
@@ -226,22 +206,9 @@ def test_adapt_option_fine_tunes_first_and_keeps_the_grid(shared_data, tmp_path,
     sitk.WriteImage(image[200:296, 200:296, :], str(source))
     plain, adapted = tmp_path / "plain.nrrd", tmp_path / "adapted.nrrd"
     assert (
-        clade(
-            "super-resolve", source, plain, "--model", tiny_model_path, "--stride", "16", "--quiet"
-        ).returncode
-        == 0
+        super_resolve(source, plain, tiny_model_path, "--stride", "16", "--quiet").returncode == 0
     )
-    result = clade(
-        "super-resolve",
-        source,
-        adapted,
-        "--model",
-        tiny_model_path,
-        "--stride",
-        "16",
-        "--adapt",
-        "20",
-    )
+    result = super_resolve(source, adapted, tiny_model_path, "--stride", "16", "--adapt", "20")
     assert result.returncode == 0, result.stderr
     assert "adapted to this volume: 20 steps" in result.stderr
     assert "adapt:" in result.stderr  # the progress bar of the adaptation stage
@@ -256,9 +223,7 @@ def test_adapt_option_fine_tunes_first_and_keeps_the_grid(shared_data, tmp_path,
         assert not np.array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
     else:
         np.testing.assert_array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
-    bad = clade(
-        "super-resolve", source, tmp_path / "x.nrrd", "--model", tiny_model_path, "--adapt", "-3"
-    )
+    bad = super_resolve(source, tmp_path / "x.nrrd", tiny_model_path, "--adapt", "-3")
     _assert_user_error(bad, "--adapt", "at least 1")
     assert not (tmp_path / "x.nrrd").exists()
 
@@ -269,7 +234,7 @@ def test_a_run_too_large_for_memory_is_refused_before_any_work(tmp_path, tiny_mo
     image.SetSpacing((0.7, 0.7, 50.0))
     source = tmp_path / "huge_spacing.nrrd"
     sitk.WriteImage(image, str(source), useCompression=True)
-    result = clade("super-resolve", source, tmp_path / "out.nrrd", "--model", tiny_model_path)
+    result = super_resolve(source, tmp_path / "out.nrrd", tiny_model_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     message = result.stderr.strip().splitlines()[-1]
     assert "512x512x14286 voxels" in message and "of memory" in message

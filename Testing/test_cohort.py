@@ -10,19 +10,11 @@ import sys
 
 import pytest
 import SimpleITK as sitk
-from conftest import make_volume
+from conftest import make_volume, run_clade
 
 
 def clade(*args, cwd=None, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "CLADE", *map(str, args)],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        cwd=cwd,
-        timeout=600,
-        env=env,
-    )
+    return run_clade(*args, cwd=cwd, timeout=600, env=env)
 
 
 def _assert_user_error(result, *phrases):

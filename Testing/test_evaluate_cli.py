@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
 import sys
 
 import matplotlib.image
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import run_clade
 
 from CLADE.evaluation_figure import figure_pixel_size
 from CLADE.geometry import lr_slice_stack, resample_to_isotropic
@@ -18,13 +18,13 @@ from CLADE.metrics import psnr, ssim, volume_piqe
 
 
 def _clade(python_exe, *args):
-    return subprocess.run(
-        [python_exe, "-m", "CLADE", *map(str, args)],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=120,
-    )
+    assert python_exe == sys.executable  # the interpreter run_clade starts
+    return run_clade(*args, timeout=120)
+
+
+def _evaluate(python_exe, folder, volume, *options):
+    """``clade evaluate thick.nrrd VOLUME OPTIONS...`` on the case folder's simulated input."""
+    return _clade(python_exe, "evaluate", folder / "thick.nrrd", folder / volume, *options)
 
 
 def _assert_user_error(result, *words):
@@ -56,11 +56,10 @@ def case(shared_data, tmp_path_factory):
 def test_evaluate_writes_json_report_and_png(case, python_exe):
     folder, iso, thick, spline = case
     assert thick.GetSize() == (80, 72, 16)
-    result = _clade(
+    result = _evaluate(
         python_exe,
-        "evaluate",
-        folder / "thick.nrrd",
-        folder / "sr.nii.gz",
+        folder,
+        "sr.nii.gz",
         "--reference",
         folder / "iso.nii.gz",
         "--report",
@@ -96,11 +95,10 @@ def test_evaluate_writes_json_report_and_png(case, python_exe):
 
 def test_evaluate_csv_both_orientations_and_snr(case, python_exe):
     folder, *_ = case
-    result = _clade(
+    result = _evaluate(
         python_exe,
-        "evaluate",
-        folder / "thick.nrrd",
-        folder / "sr.nii.gz",
+        folder,
+        "sr.nii.gz",
         "--orientation",
         "both",
         "--report",
@@ -123,20 +121,12 @@ def test_evaluate_csv_both_orientations_and_snr(case, python_exe):
 
 def test_volume_on_another_grid_is_refused_unless_resampled(case, python_exe):
     folder, *_ = case
-    result = _clade(
-        python_exe,
-        "evaluate",
-        folder / "thick.nrrd",
-        folder / "thick.nrrd",
-        "--reference",
-        folder / "iso.nii.gz",
-    )
+    result = _evaluate(python_exe, folder, "thick.nrrd", "--reference", folder / "iso.nii.gz")
     _assert_user_error(result, "different grid", "--resample-to-reference")
-    result = _clade(
+    result = _evaluate(
         python_exe,
-        "evaluate",
-        folder / "thick.nrrd",
-        folder / "thick.nrrd",
+        folder,
+        "thick.nrrd",
         "--reference",
         folder / "iso.nii.gz",
         "--resample-to-reference",
@@ -148,23 +138,9 @@ def test_volume_on_another_grid_is_refused_unless_resampled(case, python_exe):
 def test_bad_inputs_are_one_sentence_errors(case, python_exe):
     folder, *_ = case
     # A thick volume is no isotropic reference.
-    result = _clade(
-        python_exe,
-        "evaluate",
-        folder / "thick.nrrd",
-        folder / "sr.nii.gz",
-        "--reference",
-        folder / "thick.nrrd",
-    )
+    result = _evaluate(python_exe, folder, "sr.nii.gz", "--reference", folder / "thick.nrrd")
     _assert_user_error(result, "not isotropic")
-    result = _clade(
-        python_exe,
-        "evaluate",
-        folder / "thick.nrrd",
-        folder / "sr.nii.gz",
-        "--report",
-        folder / "report.txt",
-    )
+    result = _evaluate(python_exe, folder, "sr.nii.gz", "--report", folder / "report.txt")
     _assert_user_error(result, ".json or .csv")
     result = _clade(
         python_exe, "simulate", folder / "iso.nii.gz", folder / "bad.nrrd", "--thickness", 2

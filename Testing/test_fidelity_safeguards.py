@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from conftest import run_clade
 
 from CLADE.degradation import blur_rows, degrade_slice
 from CLADE.errors import CladeError
@@ -91,28 +91,28 @@ def test_paired_patches_are_the_same_places_degraded():
     assert np.abs(y_degraded.astype(float) - y.astype(float)).mean() > 0.1
 
 
-def test_training_with_safeguards_logs_the_paired_loss_and_exports_a_residual_model(
-    tmp_path, shared_data
-):
+def _brain_crop(tmp_path, shared_data, stop: int) -> tuple[Path, sitk.Image]:
+    """A real brain MRI (6.5 mm slices) and its in-plane crop [80:stop] written as crop.nrrd."""
     crop = tmp_path / "crop.nrrd"
     image = sitk.ReadImage(
         str(shared_data / "mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain1.nrrd")
     )
-    sitk.WriteImage(image[80:144, 80:144, :], str(crop))
+    sitk.WriteImage(image[80:stop, 80:stop, :], str(crop))
+    return crop, image
+
+
+def test_training_with_safeguards_logs_the_paired_loss_and_exports_a_residual_model(
+    tmp_path, shared_data
+):
+    crop, _ = _brain_crop(tmp_path, shared_data, 144)
     tiny = "--epochs 1 --max-patches 32 --base-filters 4 --n-blocks 1 --disc-filters 4 --quiet"
-    base = [sys.executable, "-m", "CLADE", "train", str(crop), *tiny.split(), "--device", "cpu"]
+    base = ["train", crop, *tiny.split(), "--device", "cpu"]
     runs = {}
     on = ["--lambda-paired", "5", "--residual", "--epochs", "2", "--warmup-epochs", "1"]
     on += ["--lambda-dc", "2"]
     for name, extra in (("on", on), ("off", [])):
         out = tmp_path / name
-        result = subprocess.run(
-            base + ["--out", str(out)] + extra,
-            capture_output=True,
-            text=True,
-            encoding="utf-8",
-            timeout=600,
-        )
+        result = run_clade(*base, "--out", out, *extra, timeout=600)
         assert result.returncode == 0, result.stderr
         events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
         epochs = [e for e in events if e["event"] == "epoch"]
@@ -181,21 +181,11 @@ def test_larger_training_patches_reach_the_bank_and_the_model_still_runs_on_whol
     from CLADE.model_file import load_model
     from CLADE.pipeline import super_resolve
 
-    crop = tmp_path / "crop.nrrd"
-    image = sitk.ReadImage(
-        str(shared_data / "mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain1.nrrd")
-    )
-    sitk.WriteImage(image[80:150, 80:150, :], str(crop))
+    crop, image = _brain_crop(tmp_path, shared_data, 150)
     out = tmp_path / "run"
     tiny = "--epochs 1 --warmup-epochs 1 --lambda-paired 5 --residual --max-patches 16"
     tiny += " --base-filters 4 --n-blocks 1 --disc-filters 4 --quiet --patch-size 64"
-    result = subprocess.run(
-        [sys.executable, "-m", "CLADE", "train", str(crop), "--out", str(out), *tiny.split()],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=600,
-    )
+    result = run_clade("train", crop, "--out", out, *tiny.split(), timeout=600)
     assert result.returncode == 0, result.stderr
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["config"]["patch_size"] == 64

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from conftest import run_clade
 from helpers import known_model
 from torch import nn
 
@@ -271,27 +270,9 @@ def test_cli_super_resolve_on_cuda(brain, tmp_path):
     source = tmp_path / "brain.nrrd"
     sitk.WriteImage(brain, str(source))
     out = tmp_path / "iso.nrrd"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "CLADE",
-            "super-resolve",
-            str(source),
-            str(out),
-            "--model",
-            "mri",
-            "--device",
-            "cuda",
-            "--progress",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=300,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    command = ["super-resolve", source, out, "--model", "mri", "--device", "cuda"]
+    unbuffered = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    done = run_clade(*command, "--progress", "json", timeout=300, env=unbuffered)
     assert done.returncode == 0, done.stderr[-3000:]
     import json
 

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 
 import SimpleITK as sitk
 import torch
-from conftest import make_volume
+from conftest import make_volume, run_clade
 
 from CLADE.atomic_files import publish, reserve_temporary
 from CLADE.model_file import build_generator, make_metadata, save_model
@@ -28,25 +26,8 @@ def test_cli_output_is_readable_by_the_group_under_umask_022(tmp_path, tiny_mode
     source = tmp_path / "thick.nrrd"
     sitk.WriteImage(make_volume(size=(40, 36, 6), spacing=(1.0, 1.0, 4.0)), str(source))
     out = tmp_path / "iso.nii.gz"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "CLADE",
-            "super-resolve",
-            str(source),
-            str(out),
-            "--model",
-            str(tiny_model_path),
-            "--stride",
-            "32",
-        ],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=600,
-        preexec_fn=lambda: os.umask(0o022),
-    )
+    command = ["super-resolve", source, out, "--model", tiny_model_path, "--stride", "32"]
+    result = run_clade(*command, timeout=600, preexec_fn=lambda: os.umask(0o022))
     assert result.returncode == 0, result.stderr
     assert _mode(out) == 0o644
     assert sorted(p.name for p in tmp_path.iterdir()) == ["iso.nii.gz", "thick.nrrd"]

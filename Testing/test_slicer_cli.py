@@ -6,19 +6,20 @@ import importlib.util
 import os
 import re
 import shutil
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import run_python
 
 REPO = Path(__file__).resolve().parents[1]
 CLI_DIR = REPO / "CLADESuperResolutionCLI"
 SCRIPT = CLI_DIR / "CLADESuperResolutionCLI.py"
 XML = CLI_DIR / "CLADESuperResolutionCLI.xml"
+#: Whole-slice inference on the CPU (the tiny model's quickest run).
+SLICES_ON_CPU = ("--tiling", "slices", "--device", "cpu")
 
 
 def loadScriptModule():
@@ -84,16 +85,10 @@ def makeThickFile(path, size=(40, 36, 8)):
     return image
 
 
-def runScript(script, args, env=None, cwd=None):
-    return subprocess.run(
-        [sys.executable, str(script), *map(str, args)],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=180,
-        env=env,
-        cwd=cwd,
-    )
+def superResolveFile(folder, model, *options, script=SCRIPT, env=None, cwd=None):
+    """The CLI script on folder/in.nrrd -> folder/out.nrrd: ``--model MODEL OPTIONS... IN OUT``."""
+    files = (folder / "in.nrrd", folder / "out.nrrd")
+    return run_python(script, "--model", model, *options, *files, timeout=180, env=env, cwd=cwd)
 
 
 def checkRun(result, inputImage, outputPath):
@@ -127,19 +122,8 @@ def test_script_super_resolves_a_file_with_slicer_progress_lines(
     tmp_path, tiny_model_path, options
 ):
     inputImage = makeThickFile(tmp_path / "in.nrrd")
-    result = runScript(
-        SCRIPT,
-        [
-            "--model",
-            tiny_model_path,
-            *options,
-            "--device",
-            "cpu",
-            "--plane",
-            "auto",
-            tmp_path / "in.nrrd",
-            tmp_path / "out.nrrd",
-        ],
+    result = superResolveFile(
+        tmp_path, tiny_model_path, *options, "--device", "cpu", "--plane", "auto"
     )
     checkRun(result, inputImage, tmp_path / "out.nrrd")
 
@@ -149,19 +133,7 @@ def test_script_gives_the_same_voxels_as_the_pipeline(tmp_path, tiny_model_path)
     from CLADE.pipeline import SuperResolutionRequest, super_resolve_file
 
     makeThickFile(tmp_path / "in.nrrd")
-    result = runScript(
-        SCRIPT,
-        [
-            "--model",
-            tiny_model_path,
-            "--tiling",
-            "slices",
-            "--device",
-            "cpu",
-            tmp_path / "in.nrrd",
-            tmp_path / "out.nrrd",
-        ],
-    )
+    result = superResolveFile(tmp_path, tiny_model_path, *SLICES_ON_CPU)
     assert result.returncode == 0, result.stderr
     super_resolve_file(
         tmp_path / "in.nrrd",
@@ -176,21 +148,7 @@ def test_script_gives_the_same_voxels_as_the_pipeline(tmp_path, tiny_model_path)
 
 def test_script_adapts_first_when_asked(tmp_path, tiny_model_path):
     inputImage = makeThickFile(tmp_path / "in.nrrd", size=(40, 36, 8))
-    result = runScript(
-        SCRIPT,
-        [
-            "--model",
-            tiny_model_path,
-            "--tiling",
-            "slices",
-            "--device",
-            "cpu",
-            "--adapt",
-            "10",
-            tmp_path / "in.nrrd",
-            tmp_path / "out.nrrd",
-        ],
-    )
+    result = superResolveFile(tmp_path, tiny_model_path, *SLICES_ON_CPU, "--adapt", "10")
     checkRun(result, inputImage, tmp_path / "out.nrrd")
     assert "CLADE: adapted to this volume: 10 steps" in result.stdout
 
@@ -204,22 +162,8 @@ def test_script_without_torch_says_so_in_one_sentence(tmp_path):
         "import runpy, sys; sys.modules['torch'] = None; sys.argv = sys.argv[1:]; "
         "runpy.run_path(sys.argv[0], run_name='__main__')"
     )
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            code,
-            str(SCRIPT),
-            "--model",
-            "mri",
-            str(tmp_path / "in.nrrd"),
-            str(tmp_path / "out.nrrd"),
-        ],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=120,
-    )
+    files = (tmp_path / "in.nrrd", tmp_path / "out.nrrd")
+    result = run_python("-c", code, SCRIPT, "--model", "mri", *files, timeout=120)
     assert result.returncode == 1
     assert result.stderr.strip() == loadScriptModule().TORCH_MISSING
     assert "Traceback" not in result.stderr
@@ -228,9 +172,7 @@ def test_script_without_torch_says_so_in_one_sentence(tmp_path):
 
 def test_script_reports_a_user_error_without_traceback(tmp_path):
     makeThickFile(tmp_path / "in.nrrd")
-    result = runScript(
-        SCRIPT, ["--model", tmp_path / "missing.pt", tmp_path / "in.nrrd", tmp_path / "out.nrrd"]
-    )
+    result = superResolveFile(tmp_path, tmp_path / "missing.pt")
     assert result.returncode == 2
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out.nrrd").exists()
@@ -271,38 +213,21 @@ def test_core_import_works_from_the_installed_layout(tmp_path, tiny_model_path, 
     where the core was not found before (only ../qt-scripted-modules was tried)."""
     cliModules, scripted = stageInstalledLayout(tmp_path / "Extension", config)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CLADE_CORE_PATH")}
-    probe = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys; sys.path.insert(0, sys.argv[1]); import CLADESuperResolutionCLI as m; "
-            "print(m.locateCore()); import CLADE, CLADE.inference; print(CLADE.__file__)",
-            str(cliModules),
-        ],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        env=env,
-        cwd=tmp_path,
-        timeout=120,
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import CLADESuperResolutionCLI as m; "
+        "print(m.locateCore()); import CLADE, CLADE.inference; print(CLADE.__file__)"
     )
+    probe = run_python("-c", code, cliModules, env=env, cwd=tmp_path, timeout=120)
     assert probe.returncode == 0, probe.stderr
     located, imported = probe.stdout.split()
     assert Path(located) == scripted.resolve()
     assert Path(imported).resolve().is_relative_to(scripted.resolve())
     inputImage = makeThickFile(tmp_path / "in.nrrd")
-    result = runScript(
-        cliModules / "CLADESuperResolutionCLI.py",
-        [
-            "--model",
-            tiny_model_path,
-            "--tiling",
-            "slices",
-            "--device",
-            "cpu",
-            tmp_path / "in.nrrd",
-            tmp_path / "out.nrrd",
-        ],
+    result = superResolveFile(
+        tmp_path,
+        tiny_model_path,
+        *SLICES_ON_CPU,
+        script=cliModules / "CLADESuperResolutionCLI.py",
         env=env,
         cwd=tmp_path,
     )

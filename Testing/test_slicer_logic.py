@@ -29,13 +29,6 @@ from CLADESuperResolutionLib.SuperResolutionLogic import (  # noqa: E402
 )
 
 
-@pytest.fixture
-def scene():
-    slicer.mrmlScene = slicer.vtkMRMLScene()
-    yield slicer.mrmlScene
-    slicer.mrmlScene.Clear(1)
-
-
 def obliqueFlippedIjkToRas(spacing=(0.9, 1.1, 4.0), origin=(12.0, -30.0, 7.5)):
     """An IJK-to-RAS matrix with a flipped i axis, swapped j/k roles and a 20 degree tilt."""
     angle = np.deg2rad(20)

@@ -13,6 +13,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from conftest import run_clade, run_python
 
 REPO = Path(__file__).resolve().parents[1]
 MODULE_DIR = REPO / "CLADESuperResolution"
@@ -286,15 +287,7 @@ def test_scripted_module_finds_the_core_in_the_installed_layout(tmp_path, tiny_m
         "print(env['PYTHONPATH'].split(__import__('os').pathsep)[0])\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CLADE_CORE_PATH")}
-    result = subprocess.run(
-        [sys.executable, "-c", code, str(scripted)],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-    )
+    result = run_python("-c", code, scripted, env=env, cwd=tmp_path, timeout=60)
     assert result.returncode == 0, result.stderr
     coreDir, workerPath = result.stdout.split()
     assert Path(coreDir) == (scripted / "CLADE").resolve()
@@ -307,30 +300,11 @@ def test_scripted_module_finds_the_core_in_the_installed_layout(tmp_path, tiny_m
     image = sitk.GetImageFromArray(rng.normal(100, 20, size=(8, 36, 40)).astype(np.float32))
     image.SetSpacing((1.0, 1.0, 4.0))
     sitk.WriteImage(image, str(tmp_path / "in.nrrd"))
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "CLADE",
-            "super-resolve",
-            str(tmp_path / "in.nrrd"),
-            str(tmp_path / "out.nrrd"),
-            "--model",
-            str(tiny_model_path),
-            "--device",
-            "cpu",
-            "--tiling",
-            "slices",
-            "--progress",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=120,
-        env={**env, "PYTHONPATH": str(scripted)},
-        cwd=tmp_path,
-    )
+    files = (tmp_path / "in.nrrd", tmp_path / "out.nrrd")
+    options = ("--model", tiny_model_path, "--device", "cpu", "--tiling", "slices")
+    command = ["super-resolve", *files, *options, "--progress", "json"]
+    stagedCore = {**env, "PYTHONPATH": str(scripted)}
+    run = run_clade(*command, timeout=120, env=stagedCore, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     events = [json.loads(line) for line in run.stdout.splitlines()]
     assert events[-1]["event"] == "done"

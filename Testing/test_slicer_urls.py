@@ -12,14 +12,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 #: Where URLs into the repository are written (metadata read by Slicer's tools and the index).
-METADATA_FILES = (
-    "CMakeLists.txt",
-    "CLADE.s4ext",
-    "Resources/CLADE.json",
-    "CLADESuperResolutionCLI/CLADESuperResolutionCLI.xml",
-    "CLADESuperResolution/CLADESuperResolution.py",
-    "README.md",
-)
+METADATA_FILES = """
+    CMakeLists.txt CLADE.s4ext Resources/CLADE.json README.md
+    CLADESuperResolutionCLI/CLADESuperResolutionCLI.xml CLADESuperResolution/CLADESuperResolution.py
+""".split()
 
 
 def declaredRepository() -> tuple[str, str]:
@@ -105,7 +101,9 @@ def test_every_url_into_the_repository_names_a_real_file():
         r"(?:\.git)?(?=[/#\"'\s<>)\]]|$)([^\s\"'<>)\]]*)"
     )
     checked, problems = 0, []
-    for path in trackedTextFiles():
+    scanned = trackedTextFiles()
+    assert {REPO / name for name in METADATA_FILES} <= set(scanned)
+    for path in scanned:
         text = path.read_text(encoding="utf-8", errors="replace")
         for match in pattern.finditer(text):
             urlOwner, urlName, rest = match.groups()

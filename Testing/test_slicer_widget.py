@@ -53,6 +53,17 @@ def acceptedArguments(slot, given):
     )
 
 
+def notifyingProperty(attribute, signal):
+    """A Qt property kept in ``attribute`` that emits ``signal`` with the new value on a change."""
+
+    def setValue(self, value):
+        if value != getattr(self, attribute):
+            setattr(self, attribute, value)
+            self.emit(signal, value)
+
+    return property(lambda self: getattr(self, attribute), setValue)
+
+
 class Widget:
     """State and signals of a Qt widget, as far as the module uses them."""
 
@@ -108,15 +119,7 @@ class ComboBox(Widget):
     def count(self):
         return len(self.items)
 
-    @property
-    def currentIndex(self):
-        return self._index
-
-    @currentIndex.setter
-    def currentIndex(self, index):
-        if index != self._index:
-            self._index = index
-            self.emit("currentIndexChanged", index)
+    currentIndex = notifyingProperty("_index", "currentIndexChanged")
 
 
 class PathLineEdit(Widget):
@@ -124,15 +127,7 @@ class PathLineEdit(Widget):
         super().__init__(name)
         self._path = ""
 
-    @property
-    def currentPath(self):
-        return self._path
-
-    @currentPath.setter
-    def currentPath(self, path):
-        if path != self._path:
-            self._path = path
-            self.emit("currentPathChanged", path)
+    currentPath = notifyingProperty("_path", "currentPathChanged")
 
     def type(self, text):
         """A user typing ``text`` one key at a time (ctkPathLineEdit emits on every key)."""

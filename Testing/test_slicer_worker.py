@@ -23,13 +23,6 @@ from CLADESuperResolutionLib.SuperResolutionLogic import (  # noqa: E402
 from CLADESuperResolutionLib.WorkerProcess import WorkerProcess  # noqa: E402
 
 
-@pytest.fixture
-def scene():
-    slicer.mrmlScene = slicer.vtkMRMLScene()
-    yield slicer.mrmlScene
-    slicer.mrmlScene.Clear(1)
-
-
 def thickNode(scene, shape=(8, 36, 40)):
     from scipy.ndimage import gaussian_filter
 
@@ -55,6 +48,32 @@ def pidAlive(pid: int) -> bool:
 
 def volumeCount(scene):
     return scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
+
+
+def cpuJob(node, tmp_path, model, **options):
+    """A job on ``node`` that runs the real ``python -m CLADE super-resolve`` on the CPU."""
+    return SuperResolutionJob(
+        node,
+        SuperResolutionOptions(model=str(model), device="cpu", **options),
+        python=sys.executable,
+        tempRoot=tmp_path,
+    )
+
+
+def scriptedJob(scene, tmp_path, name, code):
+    """A job on a new thick node whose worker is the script ``code`` (saved as tmp_path/name), a
+    stand-in for ``python -m CLADE``; its temporaries go to tmp_path/temp (made here)."""
+    worker = tmp_path / name
+    worker.write_text(code)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    job = SuperResolutionJob(
+        thickNode(scene),
+        SuperResolutionOptions(model="anything"),
+        launcher=[sys.executable, str(worker)],
+        tempRoot=temp,
+    )
+    return job, temp
 
 
 def runJob(job, timeout=180):
@@ -114,12 +133,7 @@ def test_job_command_is_clade_super_resolve_with_a_json_progress_stream(scene, t
 def test_worker_job_reports_stages_in_order_and_creates_output(scene, tiny_model_path, tmp_path):
     node = thickNode(scene)
     before = np.array(slicer.util.arrayFromVolume(node), copy=True)
-    job = SuperResolutionJob(
-        node,
-        SuperResolutionOptions(model=str(tiny_model_path), device="cpu", tiling="slices"),
-        python=sys.executable,
-        tempRoot=tmp_path,
-    )
+    job = cpuJob(node, tmp_path, tiny_model_path, tiling="slices")
     job.start()
     events, stages = runJob(job)
     assert job.state == job.SUCCEEDED, job.errorMessage
@@ -146,10 +160,7 @@ def test_worker_job_reports_stages_in_order_and_creates_output(scene, tiny_model
 
 def test_adapting_job_shows_the_adapt_stage_before_inference(scene, tiny_model_path, tmp_path):
     node = thickNode(scene, shape=(12, 64, 64))
-    options = SuperResolutionOptions(
-        model=str(tiny_model_path), device="cpu", tiling="slices", adaptSteps=30
-    )
-    job = SuperResolutionJob(node, options, python=sys.executable, tempRoot=tmp_path)
+    job = cpuJob(node, tmp_path, tiny_model_path, tiling="slices", adaptSteps=30)
     job.start()
     events, stages = runJob(job)
     assert job.state == job.SUCCEEDED, job.errorMessage
@@ -162,14 +173,7 @@ def test_adapting_job_shows_the_adapt_stage_before_inference(scene, tiny_model_p
 def test_cancelled_job_leaves_no_node_no_process_no_files(scene, tiny_model_path, tmp_path):
     node = thickNode(scene, shape=(12, 96, 96))
     count = volumeCount(scene)
-    job = SuperResolutionJob(
-        node,
-        SuperResolutionOptions(
-            model=str(tiny_model_path), device="cpu", tiling="patches", stride=1
-        ),
-        python=sys.executable,
-        tempRoot=tmp_path,
-    )
+    job = cpuJob(node, tmp_path, tiny_model_path, tiling="patches", stride=1)
     job.start()
     pid = job.worker.pid
     deadline = time.monotonic() + 60
@@ -198,17 +202,7 @@ SLOW_WORKER = textwrap.dedent("""
 
 
 def test_protocol_events_fill_stage_fraction_eta_and_log(scene, tmp_path):
-    worker = tmp_path / "slow.py"
-    worker.write_text(SLOW_WORKER)
-    temp = tmp_path / "temp"
-    temp.mkdir()
-    node = thickNode(scene)
-    job = SuperResolutionJob(
-        node,
-        SuperResolutionOptions(model="anything"),
-        launcher=[sys.executable, str(worker)],
-        tempRoot=temp,
-    )
+    job, temp = scriptedJob(scene, tmp_path, "slow.py", SLOW_WORKER)
     job.start()
     deadline = time.monotonic() + 30
     while job.fraction < 0.01 and time.monotonic() < deadline:
@@ -247,11 +241,7 @@ def test_cancel_kills_the_whole_process_tree(tmp_path):
 
 
 def test_crashing_worker_is_reported_with_its_last_lines(scene, tmp_path):
-    crash = tmp_path / "crash.py"
-    temp = tmp_path / "temp"
-    temp.mkdir()
-    crash.write_text(
-        textwrap.dedent("""
+    crash = textwrap.dedent("""
         import sys
         print('{"event": "started", "model": "x", "device": "cpu"}', flush=True)
         print("Traceback (most recent call last):", file=sys.stderr)
@@ -259,15 +249,8 @@ def test_crashing_worker_is_reported_with_its_last_lines(scene, tmp_path):
         open(sys.argv[3], "w").write("half")  # super-resolve IN OUT ...
         sys.exit(3)
     """)
-    )
-    node = thickNode(scene)
-    count = volumeCount(scene)
-    job = SuperResolutionJob(
-        node,
-        SuperResolutionOptions(model="anything"),
-        launcher=[sys.executable, str(crash)],
-        tempRoot=temp,
-    )
+    job, temp = scriptedJob(scene, tmp_path, "crash.py", crash)
+    count = volumeCount(scene)  # the thick node included; the job adds none before it runs
     job.start()
     assert job.wait(timeout=30) == job.FAILED
     assert "exit code 3" in job.errorMessage
@@ -279,12 +262,7 @@ def test_crashing_worker_is_reported_with_its_last_lines(scene, tmp_path):
 def test_worker_user_error_is_shown_as_its_sentence(scene, tmp_path):
     node = thickNode(scene)
     missing = tmp_path / "no-such-model.pt"
-    job = SuperResolutionJob(
-        node,
-        SuperResolutionOptions(model=str(missing), device="cpu"),
-        python=sys.executable,
-        tempRoot=tmp_path,
-    )
+    job = cpuJob(node, tmp_path, missing)
     job.start()
     assert job.wait(timeout=60) == job.FAILED
     assert job.errorMessage.startswith("The model file") and "does not exist" in job.errorMessage
@@ -292,17 +270,7 @@ def test_worker_user_error_is_shown_as_its_sentence(scene, tmp_path):
 
 
 def test_closing_the_scene_cancels_the_job(scene, tmp_path):
-    worker = tmp_path / "slow.py"
-    worker.write_text(SLOW_WORKER)
-    temp = tmp_path / "temp"
-    temp.mkdir()
-    node = thickNode(scene)
-    job = SuperResolutionJob(
-        node,
-        SuperResolutionOptions(model="anything"),
-        launcher=[sys.executable, str(worker)],
-        tempRoot=temp,
-    )
+    job, temp = scriptedJob(scene, tmp_path, "slow.py", SLOW_WORKER)
     job.start()
     pid = job.worker.pid
     scene.Clear(0)
@@ -314,15 +282,7 @@ def test_closing_the_scene_cancels_the_job(scene, tmp_path):
 def test_wait_sleeps_between_polls_and_processes_events(scene, tmp_path):
     """The self-test's wait loop: a worker running ~1 s is polled tens of times, not
     millions (before: ``while not job.done: job.poll()`` spun one core at 100 %)."""
-    script = tmp_path / "sleep.py"
-    script.write_text("import time; time.sleep(1.0)\n")
-    node = thickNode(scene)
-    job = SuperResolutionJob(
-        node,
-        SuperResolutionOptions(model="anything"),
-        launcher=[sys.executable, str(script)],
-        tempRoot=tmp_path,
-    )
+    job, _ = scriptedJob(scene, tmp_path, "sleep.py", "import time; time.sleep(1.0)\n")
     job.start()
     calls = []
     assert job.wait(timeout=30, processEvents=lambda: calls.append(1)) == job.FAILED
@@ -365,20 +325,10 @@ def test_training_job_runs_clade_train_and_offers_the_new_models(scene, tmp_path
         validationNode=node,
         python=sys.executable,
         tempRoot=tmp_path,
-        extraArguments=[
-            "--base-filters",
-            "4",
-            "--n-blocks",
-            "1",
-            "--disc-filters",
-            "4",
-            "--device",
-            "cpu",
-            "--log-every",
-            "1",
-            "--min-foreground",
-            "0",
-        ],
+        extraArguments=(
+            "--base-filters 4 --n-blocks 1 --disc-filters 4 --device cpu --log-every 1 "
+            "--min-foreground 0"
+        ).split(),
     )
     job.start()
     kinds = []
