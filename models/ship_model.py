@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 
 from CLADE.model_file import load_model, save_model
-from CLADE.registry import MANIFEST_PATH, MODELS_DIR, sha256_of
+from CLADE.registry import DEFAULT_INFERENCE, MANIFEST_PATH, MODELS_DIR, sha256_of
 
 
 def main() -> None:
@@ -54,6 +54,10 @@ def main() -> None:
     if args.quality:
         entry["quality"] = json.loads(Path(args.quality).read_text())
     manifest = json.loads(MANIFEST_PATH.read_text())
+    previous = next((m for m in manifest["models"] if m["name"] == args.name), {})
+    # How the model runs by default is a decision of its own (models/cards/inference.md):
+    # a re-shipped model keeps it.
+    entry["inference"] = previous.get("inference", dict(DEFAULT_INFERENCE))
     manifest["models"] = [m for m in manifest["models"] if m["name"] != args.name] + [entry]
     manifest["models"].sort(key=lambda m: m["name"])
     MANIFEST_PATH.write_text(json.dumps(manifest, indent=2) + "\n")
