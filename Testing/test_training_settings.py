@@ -165,6 +165,7 @@ BAD_NUMBERS = [
     ("--checkpoint-minutes", "0"),
     ("--patches-per-slice", "0"),
     ("--patch-size", "0"),
+    ("--patch-size", "256"),
     ("--max-patches", "0"),
     ("--min-foreground", "1.5"),
     ("--base-filters", "0"),

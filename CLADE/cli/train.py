@@ -23,6 +23,7 @@ from ..training.loss_terms import ADVERSARIAL_KINDS
 from ..training.presets import BEST_METRICS, PRESETS, SETTING_NAMES, UPSAMPLING
 from .arguments import (
     float_in,
+    int_at_least,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -114,7 +115,7 @@ _OPTIONS = {
         (
             "--patch-size",
             _typed(
-                positive_int,
+                int_at_least(32, 128),
                 "side of the training patches in pixels, a multiple of 4 from 32 to 128 "
                 "(default 32, the paper's)",
             ),
