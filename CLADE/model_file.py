@@ -113,15 +113,26 @@ def make_metadata(
     }
 
 
+def architecture_of(metadata: dict) -> dict:
+    """The generator's keyword arguments that ``metadata["architecture"]`` describes (files of
+    earlier versions lack ``upsample`` and ``residual``: their generators had neither choice).
+
+    Example:
+        >>> architecture_of({"architecture": {"base_filters": 8, "n_blocks": 1}})
+        {'base_filters': 8, 'n_blocks': 1, 'upsample': 'transpose', 'residual': False}
+    """
+    arch = metadata["architecture"]
+    return {
+        "base_filters": int(arch["base_filters"]),
+        "n_blocks": int(arch["n_blocks"]),
+        "upsample": str(arch.get("upsample", "transpose")),
+        "residual": bool(arch.get("residual", False)),
+    }
+
+
 def build_generator(metadata: dict) -> ResnetGenerator:
     """Instantiate the generator described by ``metadata["architecture"]``."""
-    arch = metadata["architecture"]
-    return ResnetGenerator(
-        base_filters=int(arch["base_filters"]),
-        n_blocks=int(arch["n_blocks"]),
-        upsample=str(arch.get("upsample", "transpose")),
-        residual=bool(arch.get("residual", False)),
-    )
+    return ResnetGenerator(**architecture_of(metadata))
 
 
 def save_model(

@@ -51,7 +51,7 @@ def test_flat_settings_land_in_their_frozen_group():
     # Whole groups can be passed too, and the flat record is what run.json always held.
     again = TrainingConfig(preset="ct", **{g: getattr(config, g) for g in GROUPS})
     assert again == config and TrainingConfig.from_dict(config.to_dict()) == config
-    assert set(config.to_dict()) == set(SETTING_NAMES) and len(SETTING_NAMES) == 35
+    assert set(config.to_dict()) == set(SETTING_NAMES) and len(SETTING_NAMES) == 37
     with pytest.raises(CladeError, match="Unknown training settings bogus"):
         TrainingConfig.from_dict({"bogus": 1})
 
@@ -118,6 +118,8 @@ def test_every_setting_option_reaches_the_config_by_its_own_name():
         "warmup_epochs": "1",
         "adversarial": "lsgan",
         "lr": "0.001",
+        "lr_schedule": "cosine",
+        "init_model": "start.pt",
         "seed": "3",
         "device": "cpu",
         "checkpoint_minutes": "5",

@@ -20,7 +20,7 @@ import warnings
 
 from ..geometry import PLANE_NAMES
 from ..training.loss_terms import ADVERSARIAL_KINDS
-from ..training.presets import BEST_METRICS, PRESETS, SETTING_NAMES, UPSAMPLING
+from ..training.presets import BEST_METRICS, LR_SCHEDULES, PRESETS, SETTING_NAMES, UPSAMPLING
 from .arguments import (
     float_in,
     int_at_least,
@@ -99,6 +99,23 @@ _OPTIONS = {
             _choice(ADVERSARIAL_KINDS, "adversarial loss (default bce, as the paper)"),
         ),
         ("--lr", _typed(positive_float, "Adam learning rate (default 2e-4)")),
+        (
+            "--lr-schedule",
+            _choice(
+                LR_SCHEDULES,
+                "constant (default, the paper's) or cosine: the rate falls along half a cosine "
+                "to 0 at the last step",
+            ),
+        ),
+        (
+            "--init-model",
+            {
+                "metavar": "MODEL",
+                "help": "start G_X from this CLADE model file or shipped model (mri, ct) to "
+                "fine-tune it, instead of from random weights; the architecture options must "
+                "match it",
+            },
+        ),
         ("--seed", _typed(non_negative_int, "random seed (default 0)")),
         ("--device", {"help": "auto (default), cpu, cuda or cuda:N"}),
         (

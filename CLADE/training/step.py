@@ -279,6 +279,12 @@ class TrainStep:
             self.config.optimiser,
         )
 
+    def set_learning_rate(self, lr: float) -> None:
+        """Use ``lr`` in both optimisers from the next step on (the run's schedule)."""
+        for optimiser in (self.opt_g, self.opt_d):
+            for group in optimiser.param_groups:
+                group["lr"] = lr
+
     def warmup(self, y: torch.Tensor, y_degraded: torch.Tensor) -> torch.Tensor:
         """Train G_X on the paired term alone (a warm-up epoch); returns the losses like a step.
 

@@ -47,6 +47,7 @@ from . import distributed
 from .checkpoint import CHECKPOINT_NAME, rng_state, save_checkpoint, set_rng_state
 from .events import EventWriter
 from .export import BEST_MODEL, FINAL_MODEL, Exporter
+from .initial_weights import initial_generator_weights
 from .loss_terms import LOSS_NAMES
 from .plot import plot_history
 from .presets import TrainingConfig
@@ -171,6 +172,9 @@ class _Session:
 
     def _run(self) -> TrainingResult:
         c, context = self.config, self.context
+        # A fine-tuning start is checked before the (slow) patch sampling; a resumed run's
+        # checkpoint holds its networks already.
+        initial = initial_generator_weights(c) if self.plan.checkpoint is None else None
         self.bank = self._build_bank()
         self.sampler = EpochSampler(
             len(self.bank.x),
@@ -189,6 +193,8 @@ class _Session:
             )
         torch.manual_seed(c.optimiser.seed)
         self.networks = build_networks(c)
+        if initial is not None:
+            self.networks["g_x"].load_state_dict(initial)
         self.step_fn = TrainStep(self.networks, c, self.device, context)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
@@ -294,6 +300,8 @@ class _Session:
                         f"Training stopped at epoch {s.epoch + 1}, step {s.step}: the "
                         f"checkpoint in {self.out} keeps it, rerun with --resume to continue."
                     )
+                progress = (s.epoch * steps + s.step) / (c.schedule.epochs * steps)
+                self.step_fn.set_learning_rate(c.optimiser.lr_at(progress))
                 values = self._step(warmup, seen)
                 s.sums += values
                 s.sum_steps += 1
