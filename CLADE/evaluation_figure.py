@@ -199,7 +199,9 @@ def _columns(comparison: Comparison, report: EvaluationReport):
             sitk.sitkFloat32,
         )
         names.insert(0, INPUT_NAME)
-        arrays.insert(0, sitk.GetArrayViewFromImage(nearest))
+        # A copy, not a view: ``nearest`` dies with this function, and a view of its buffer read
+        # freed memory (it crashed model_quality.py with a segmentation fault).
+        arrays.insert(0, sitk.GetArrayFromImage(nearest))
         rows.insert(0, {})
     return names, arrays, rows
 

@@ -16,6 +16,7 @@ import SimpleITK as sitk
 from CLADE.evaluation import measure, prepare_comparison
 from CLADE.evaluation_figure import MIN_WIDTH_PIXELS, _columns, figure_pixel_size
 from CLADE.geometry import resample_to_isotropic
+from conftest import run_python
 
 
 def test_demo_figure_is_large_and_mostly_image(tmp_path, tiny_model_path):
@@ -68,3 +69,31 @@ def test_input_column_shows_each_thick_slice_as_one_block():
     # Nearest neighbour: iso slices 4j .. 4j+3 all equal thick slice j, exactly.
     expected = np.repeat(sitk.GetArrayFromImage(thick), 4, axis=0)
     assert np.array_equal(shown, expected)
+
+
+def test_the_input_column_outlives_the_image_it_came_from():
+    # The input column is resampled inside _columns; a view of that temporary image's buffer
+    # read freed memory once it was gone (a segmentation fault in model_quality.py). Buffers of
+    # this size are returned to the system when freed, so reading a dangling view crashes: the
+    # check runs in its own process.
+    code = """
+import gc
+import numpy as np
+import SimpleITK as sitk
+from CLADE.evaluation import measure, prepare_comparison
+from CLADE.evaluation_figure import _columns
+from CLADE.geometry import resample_to_isotropic
+
+volume = np.full((16, 128, 128), 2.0, np.float32)
+volume[8:] = 12.0  # an edge across the thick axis for measure(); the mean stays 7
+thick = sitk.GetImageFromArray(volume)
+thick.SetSpacing((1.0, 1.0, 4.0))
+comparison = prepare_comparison(thick, [("sr", resample_to_isotropic(thick, 2))])
+names, arrays, rows = _columns(comparison, measure(comparison, edge_count=1))
+gc.collect()
+others = [sitk.Image([128, 128, 64], sitk.sitkFloat32) + 1.0 for _ in range(8)]
+print(float(np.asarray(arrays[0], dtype=np.float64).mean()))
+"""
+    result = run_python("-c", code)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert float(result.stdout.split()[-1]) == 7.0
