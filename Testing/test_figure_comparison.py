@@ -12,11 +12,11 @@ import sys
 import matplotlib.image
 import numpy as np
 import SimpleITK as sitk
+from conftest import run_python
 
 from CLADE.evaluation import measure, prepare_comparison
 from CLADE.evaluation_figure import MIN_WIDTH_PIXELS, _columns, figure_pixel_size
 from CLADE.geometry import resample_to_isotropic
-from conftest import run_python
 
 
 def test_demo_figure_is_large_and_mostly_image(tmp_path, tiny_model_path):
