@@ -8,7 +8,6 @@ import sys
 import textwrap
 
 import pytest
-import SimpleITK as sitk
 import torch
 
 from CLADE.errors import CladeError
@@ -17,7 +16,6 @@ from CLADE.training import trainer as trainer_module
 from CLADE.training.checkpoint import load_checkpoint, save_checkpoint
 from CLADE.training.run_record import RunRecord
 
-BRAIN1 = "mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain1.nrrd"
 TINY_ARGS = "--base-filters 4 --n-blocks 1 --disc-filters 4 --max-patches 32 --batch-size 4 --quiet"
 TINY = dict(base_filters=4, n_blocks=1, disc_filters=4, max_patches=32, batch_size=4)
 
@@ -64,10 +62,8 @@ SITECUSTOMIZE = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def volume(shared_data, tmp_path_factory):
-    path = tmp_path_factory.mktemp("faults") / "train.nrrd"
-    sitk.WriteImage(sitk.ReadImage(str(shared_data / BRAIN1))[80:144, 80:144, 8:16], str(path))
-    return path
+def volume(brain_crop):
+    return brain_crop
 
 
 @pytest.fixture(scope="module")

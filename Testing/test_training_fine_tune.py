@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import SimpleITK as sitk
 import torch
 from conftest import run_clade
 
@@ -11,15 +10,12 @@ from CLADE.model_file import load_model
 from CLADE.training import TrainingConfig, train
 from CLADE.training.checkpoint import load_checkpoint
 
-BRAIN1 = "mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain1.nrrd"
 TINY = dict(base_filters=4, n_blocks=1, disc_filters=4, batch_size=4, max_patches=32)
 
 
 @pytest.fixture(scope="module")
-def crop(shared_data, tmp_path_factory):
-    path = tmp_path_factory.mktemp("crop") / "train.nrrd"
-    sitk.WriteImage(sitk.ReadImage(str(shared_data / BRAIN1))[80:144, 80:144, 8:16], str(path))
-    return path
+def crop(brain_crop):
+    return brain_crop
 
 
 @pytest.fixture(scope="module")
