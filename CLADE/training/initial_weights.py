@@ -37,7 +37,7 @@ def initial_generator_weights(config: TrainingConfig) -> dict | None:
     given = architecture_of(model.metadata)
     wanted = {key: getattr(config.architecture, key) for key in given}
     if given != wanted:
-        options = " ".join(filter(None, (_option(key, value) for key, value in given.items())))
+        options = " ".join(_option(key, value) for key, value in given.items())
         raise CladeError(
             f"The model {name} has another architecture than this run ({_describe(given)} "
             f"against {_describe(wanted)}): train with {options} to fine-tune it."
@@ -54,6 +54,6 @@ def _describe(architecture: dict) -> str:
 
 
 def _option(key: str, value) -> str:
-    if key == "residual":
-        return "--residual" if value else ""
+    if key == "residual":  # a switch: the sentence must also say when to leave it out
+        return "--residual" if value else "without --residual"
     return f"--{key.replace('_', '-')} {value}"
