@@ -1,0 +1,79 @@
+"""The Packages section and the first-use install: PyTorch through the PyTorch extension.
+
+``DependencyInstaller`` (``Dependencies.py``) decides what to install; this is its Slicer side:
+the real Slicer functions it is given, the one message shown when it refuses, and the section's
+"Reinstall PyTorch" button. No Qt import here.
+"""
+
+from __future__ import annotations
+
+import slicer
+
+from .Dependencies import (
+    PYTORCH_EXTENSION_MISSING,
+    TORCH_REQUIREMENT,
+    DependencyInstaller,
+    isInstalled,
+)
+
+
+def pyTorchUtilsAvailable():
+    """The PyTorch extension's PyTorchUtils module is there (checked without importing it)."""
+    return isInstalled("PyTorchUtils")
+
+
+def installTorchWithPyTorchUtils(requirement):
+    """Install torch through the PyTorch extension; None when the user declined."""
+    import PyTorchUtils
+
+    # Our own question was already asked (and answered yes) by DependencyInstaller.
+    return PyTorchUtils.PyTorchUtilsLogic().installTorch(
+        askConfirmation=False, torchVersionRequirement=requirement
+    )
+
+
+def slicerInstaller():
+    """A DependencyInstaller that asks and installs through Slicer."""
+    return DependencyInstaller(
+        confirm=slicer.util.confirmOkCancelDisplay,
+        installTorch=installTorchWithPyTorchUtils,
+        pipInstall=slicer.util.pip_install,
+        canInstallTorch=pyTorchUtilsAvailable,
+        busy=slicer.util.WaitCursor,
+    )
+
+
+class PackagesSection:
+    """First-use installs and the Packages section (``host``: the module widget)."""
+
+    def __init__(self, host):
+        self.host = host
+
+    def connectSignals(self):
+        self.host.ui.reinstallTorchButton.connect("clicked(bool)", self.onReinstallTorch)
+
+    def ensure(self, installer) -> bool:
+        ok, why = installer.ensure()
+        if not ok:
+            slicer.util.warningDisplay(why)  # the only message: the installer shows none
+        self.host.superResolve.startDeviceProbe(refresh=True)
+        return ok
+
+    def onReinstallTorch(self):
+        """Reinstall PyTorch through the PyTorch extension."""
+        if not pyTorchUtilsAvailable():
+            slicer.util.warningDisplay(PYTORCH_EXTENSION_MISSING)
+            return
+        if not slicer.util.confirmOkCancelDisplay(
+            "Reinstall PyTorch with the PyTorch extension? It picks the build that matches "
+            "this computer's GPU driver; restart Slicer afterwards."
+        ):
+            return
+        import PyTorchUtils
+
+        logic = PyTorchUtils.PyTorchUtilsLogic()
+        with slicer.util.tryWithErrorDisplay("PyTorch could not be reinstalled.", waitCursor=True):
+            if isInstalled("torch"):
+                logic.uninstallTorch()
+            logic.installTorch(askConfirmation=False, torchVersionRequirement=TORCH_REQUIREMENT)
+        self.host.superResolve.startDeviceProbe(refresh=True)
