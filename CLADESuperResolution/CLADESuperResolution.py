@@ -12,7 +12,6 @@ from typing import Annotated
 
 import qt
 import slicer
-import vtk
 from CLADESuperResolutionLib import CoreLocator, ModelCatalog, SampleVolume, SelfTest
 from CLADESuperResolutionLib.Dependencies import isInstalled
 from CLADESuperResolutionLib.Devices import describeDevices  # noqa: F401 (tests read it here)
@@ -23,6 +22,7 @@ from CLADESuperResolutionLib.PackagesSection import (
     pyTorchUtilsAvailable,  # noqa: F401
     slicerInstaller,
 )
+from CLADESuperResolutionLib.ParameterBinding import ParameterBinding
 from CLADESuperResolutionLib.Parameters import Device, Ensemble, LRPlane, Precision, Preset, Tiling
 from CLADESuperResolutionLib.SuperResolutionLogic import (
     SuperResolutionJob,
@@ -47,17 +47,6 @@ from slicer.util import VTKObservationMixin
 POLL_INTERVAL_MS = 200
 #: Documentation of the extension (README section); the repository URL lives in CMakeLists.txt.
 DOCUMENTATION_URL = "https://github.com/clade-sr/SlicerCLADE#3d-slicer"
-
-#: Parameter-node fields kept in sync with their widget by this module, not by connectGui:
-#: Slicer's parameterNodeWrapper binds a ctkPathLineEdit only to a ``pathlib.Path`` field, which
-#: cannot be empty (``Path("")`` is ``"."``, shown as "." in the field), so paths are ``str``;
-#: the model list is filled at run time (shipped + trained models), so its choice is a ``str``.
-MANUAL_FIELDS = {
-    "model": "modelSelector",
-    "modelFile": "modelFileSelector",
-    "trainingFolder": "trainingFolderSelector",
-    "trainingOutputFolder": "trainingOutputFolderSelector",
-}
 
 
 class CLADESuperResolution(ScriptedLoadableModule):
@@ -136,7 +125,7 @@ class CLADESuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         VTKObservationMixin.__init__(self)
         self.logic = None
         self._parameterNode = None
-        self._parameterNodeGuiTag = None
+        self.binding = None
         self.superResolve = None
         self.train = None
         self.packages = None
@@ -173,12 +162,7 @@ class CLADESuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.superResolve.connectSignals()
         self.train.connectSignals()
         self.packages.connectSignals()
-        for field, widgetName in MANUAL_FIELDS.items():
-            if widgetName.endswith("FileSelector") or widgetName.endswith("FolderSelector"):
-                getattr(self.ui, widgetName).connect(
-                    "currentPathChanged(QString)",
-                    lambda path, field=field: self.onPathChanged(field, path),
-                )
+        self.binding = ParameterBinding(self.ui, self.superResolve.selectModel, self.updateButtons)
         self.superResolve.refreshModels()
         self.initializeParameterNode()
 
@@ -194,12 +178,9 @@ class CLADESuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.superResolve.startDeviceProbe()
 
     def exit(self):
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(
-                self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified
-            )
+        # The GUI stays connected while the module is hidden: disconnecting on exit and
+        # reconnecting on enter reset the settings before Slicer 5.10 (see ParameterBinding).
+        pass
 
     def onSceneStartClose(self, caller, event):
         # The jobs also watch the scene; cancelling here as well resets the buttons at once.
@@ -221,35 +202,13 @@ class CLADESuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                 self._parameterNode.inputVolume = first
 
     def setParameterNode(self, parameterNode):
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(
-                self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified
-            )
+        """Connect ``parameterNode`` to the GUI, once per node (ParameterBinding says why)."""
+        if self.binding.isBoundTo(parameterNode):
+            return
         self._parameterNode = parameterNode
-        if self._parameterNode:
+        if parameterNode is not None:
             self.train.rememberPreset()
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(
-                self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified
-            )
-        self.onParameterNodeModified()
-
-    def onParameterNodeModified(self, caller=None, event=None):
-        """The fields connectGui does not bind (MANUAL_FIELDS) follow the node, then the buttons."""
-        if self._parameterNode:
-            for field, widgetName in MANUAL_FIELDS.items():
-                widget = getattr(self.ui, widgetName)
-                value = getattr(self._parameterNode, field)
-                if field == "model":
-                    self.superResolve.selectModel(value)
-                elif widget.currentPath != value:
-                    widget.currentPath = value
-        self.updateButtons()
-
-    def onPathChanged(self, field, path):
-        if self._parameterNode and getattr(self._parameterNode, field) != path:
-            setattr(self._parameterNode, field, path)
+        self.binding.bind(parameterNode)
 
     def updateButtons(self, caller=None, event=None):
         """Each tab's button and reason; runs on every parameter change, so it only reads."""

@@ -181,7 +181,7 @@ def test_ui_parses_and_every_widget_the_code_uses_exists():
 
 
 def manualFields() -> dict:
-    tree = ast.parse(MODULE_FILE.read_text())
+    tree = ast.parse((MODULE_DIR / "CLADESuperResolutionLib" / "ParameterBinding.py").read_text())
     for node in tree.body:
         if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "MANUAL_FIELDS":
             return ast.literal_eval(node.value)

@@ -75,9 +75,17 @@ class Widget:
         self.toolTip = ""
         self._slots = {}
         self._blocked = False
+        self.qtProperties = {}
 
     def connect(self, signal, slot):
         self._slots.setdefault(signal.split("(")[0], []).append(slot)
+
+    def disconnect(self, signal, slot):
+        self._slots[signal.split("(")[0]].remove(slot)
+
+    def property(self, name):
+        """Qt's dynamic properties of the .ui (SlicerParameterName)."""
+        return self.qtProperties.get(name)
 
     def emit(self, signal, *args):
         if not self._blocked:
@@ -180,6 +188,8 @@ def standInUi():
                 widget.text = prop.findtext("string") or ""
             elif prop.get("name") == "enabled":
                 widget.enabled = prop.findtext("bool") == "true"
+            elif prop.get("name") == "SlicerParameterName":
+                widget.qtProperties["SlicerParameterName"] = prop.findtext("string")
     for widget in widgets.values():
         widget.value = getattr(widget, "value", 0)
         widget.format = ""
@@ -237,6 +247,9 @@ def parameterNodeWrapperDouble(cls):
                 node.SetParameter(name, str(value))
 
         def connectGui(self, ui):
+            return object()
+
+        def connectParametersToGui(self, mapping):
             return object()
 
         def disconnectGui(self, tag):
