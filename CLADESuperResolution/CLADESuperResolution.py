@@ -223,8 +223,8 @@ class CLADESuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
     def dependencyInstaller(self):
         return slicerInstaller()
 
-    def ensureDependencies(self):
-        return self.packages.ensure(self.dependencyInstaller())
+    def ensureDependencies(self, action="super-resolve"):
+        return self.packages.ensure(self.dependencyInstaller(), action)
 
     def startJob(self, makeJob, failureTitle):
         """Make and start a job; None (after one error box) when either step fails.

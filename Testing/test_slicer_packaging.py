@@ -326,11 +326,13 @@ def test_dependencies_installed_in_slicer_are_the_cores_with_its_bounds():
         re.split(r"[<>=!~ ]", req, maxsplit=1)[0].lower(): req.replace(" ", "") for req in declared
     }
     assert byName.pop("torch") == "torch" + Dependencies.TORCH_REQUIREMENT
-    for shipped in Dependencies.NEVER_INSTALL:
+    for shipped in (*Dependencies.NEVER_INSTALL, *Dependencies.CLI_ONLY):
         byName.pop(shipped.lower())
-    assert {
-        req.split(">=")[0].lower(): req for req in Dependencies.PIP_REQUIREMENTS.values()
-    } == byName
+    slicerRequirements = [
+        *Dependencies.PIP_REQUIREMENTS.values(),
+        *(req for req, _ in Dependencies.OPTIONAL_REQUIREMENTS.values()),
+    ]
+    assert {req.split(">=")[0].lower(): req for req in slicerRequirements} == byName
     assert all(">=" in req and "==" not in req for req in Dependencies.PIP_REQUIREMENTS.values())
 
 

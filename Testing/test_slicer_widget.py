@@ -721,7 +721,7 @@ def test_install_question_is_never_under_the_wait_cursor(module):
     dialogs = module.testDialogs
     depths = []
     installer = widget.dependencyInstaller()
-    installer.isInstalled = lambda name: name not in ("torch", "tqdm")
+    installer.isInstalled = lambda name: name not in ("torch", "scipy")
     installer.canInstallTorch = lambda: True
     installer.installTorch = lambda requirement: depths.append(dialogs.cursorDepth) or object()
     installer.pipInstall = lambda requirements: depths.append(dialogs.cursorDepth)

@@ -32,6 +32,10 @@ def installTorchWithPyTorchUtils(requirement):
     )
 
 
+#: Optional packages declined (or not installable) in this Slicer session: asked once.
+DECLINED_THIS_SESSION = set()
+
+
 def slicerInstaller():
     """A DependencyInstaller that asks and installs through Slicer."""
     return DependencyInstaller(
@@ -40,6 +44,7 @@ def slicerInstaller():
         pipInstall=slicer.util.pip_install,
         canInstallTorch=pyTorchUtilsAvailable,
         busy=slicer.util.WaitCursor,
+        declined=DECLINED_THIS_SESSION,
     )
 
 
@@ -52,8 +57,9 @@ class PackagesSection:
     def connectSignals(self):
         self.host.ui.reinstallTorchButton.connect("clicked(bool)", self.onReinstallTorch)
 
-    def ensure(self, installer) -> bool:
-        ok, why = installer.ensure()
+    def ensure(self, installer, action) -> bool:
+        """What ``action`` ("super-resolve", "train") needs is there, installed if asked."""
+        ok, why = installer.ensure(action)
         if not ok:
             slicer.util.warningDisplay(why)  # the only message: the installer shows none
         self.host.superResolve.startDeviceProbe(refresh=True)

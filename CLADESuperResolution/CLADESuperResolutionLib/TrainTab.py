@@ -100,7 +100,7 @@ class TrainTab:
             self.job.cancel()
             self.onTrainingEvents()
             return
-        if not self.host.ensureDependencies():
+        if not self.host.ensureDependencies("train"):
             return
         p = self.parameterNode
         options = self.options()
