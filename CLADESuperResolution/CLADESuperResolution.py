@@ -23,7 +23,15 @@ from CLADESuperResolutionLib.PackagesSection import (
     slicerInstaller,
 )
 from CLADESuperResolutionLib.ParameterBinding import ParameterBinding
-from CLADESuperResolutionLib.Parameters import Device, Ensemble, LRPlane, Precision, Preset, Tiling
+from CLADESuperResolutionLib.Parameters import (
+    Device,
+    Ensemble,
+    LRPlane,
+    Precision,
+    Preset,
+    StartFrom,
+    Tiling,
+)
 from CLADESuperResolutionLib.SuperResolutionLogic import (
     SuperResolutionJob,
     SuperResolutionOptions,
@@ -34,7 +42,7 @@ from CLADESuperResolutionLib.Training import PRESETS, TrainingJob  # noqa: F401 
 from CLADESuperResolutionLib.TrainTab import TrainTab
 from CLADESuperResolutionLib.WorkerProcess import formatSeconds  # noqa: F401 (tests read it)
 from slicer import vtkMRMLScalarVolumeNode
-from slicer.parameterNodeWrapper import Minimum, WithinRange, parameterNodeWrapper
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -43,6 +51,8 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+#: Largest loss weight the Train tab accepts (the .ui's spin boxes say the same; a test checks).
+LOSS_WEIGHT_MAXIMUM = 1000.0
 #: Milliseconds between two drains of a worker's events.
 POLL_INTERVAL_MS = 200
 #: Documentation of the extension (README section); the repository URL lives in CMakeLists.txt.
@@ -107,9 +117,12 @@ class CLADESuperResolutionParameterNode:
     precision: Precision = Precision.AUTO
     trainingFolder: str = ""
     preset: Preset = Preset.MRI
-    lambdaCyc: Annotated[float, Minimum(0.0)] = 1.0
-    lambdaIdent: Annotated[float, Minimum(0.0)] = 1.0
-    lambdaGmap: Annotated[float, Minimum(0.0)] = 5.0
+    startFrom: StartFrom = StartFrom.NEW
+    # A bounded range: with Minimum alone Slicer's spin-box connector sets the maximum to
+    # infinity (QDoubleSpinBoxCtkSliderWidgetToFloatConnector), overriding the .ui's.
+    lambdaCyc: Annotated[float, WithinRange(0.0, LOSS_WEIGHT_MAXIMUM)] = 1.0
+    lambdaIdent: Annotated[float, WithinRange(0.0, LOSS_WEIGHT_MAXIMUM)] = 1.0
+    lambdaGmap: Annotated[float, WithinRange(0.0, LOSS_WEIGHT_MAXIMUM)] = 5.0
     epochs: Annotated[int, WithinRange(1, 1000)] = 10
     batchSize: Annotated[int, WithinRange(1, 4096)] = 4
     patchesPerSlice: Annotated[int, WithinRange(1, 64)] = 4
@@ -183,9 +196,13 @@ class CLADESuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         pass
 
     def onSceneStartClose(self, caller, event):
-        # The jobs also watch the scene; cancelling here as well resets the buttons at once.
-        self.cancelJobs()
+        # A super-resolution needs its input node (its job watches the scene too; cancelling
+        # here resets the button at once); a training does not, and goes on.
+        if self.superResolve.job is not None:
+            self.superResolve.job.cancel()
+            self.superResolve.onJobEvents()
         self.superResolve.onSceneStartClose()
+        self.train.onSceneStartClose()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):

@@ -510,7 +510,7 @@ def test_button_goes_idle_running_done_and_shows_stage_log_and_comparison(
     assert ui.applyButton.text == "Super-resolve" and ui.applyButton.enabled
     assert not ui.progressBar.visible
     assert ui.logText.lines == ["model tiny on cpu, tiling auto"]
-    output = widget._parameterNode.outputVolume
+    output = widget.superResolve.lastOutputNode
     assert output.GetName() == "thick_CLADE" and volumeNames() == ["thick", "thick_CLADE"]
     # Input and output overlaid in the slice views, the fade slider shown and working.
     assert composite.GetBackgroundVolumeID() == node.GetID()

@@ -143,6 +143,9 @@ class DependencyInstaller:
         self.torchVersion = torchVersion
         self.busy = busy
         self.declined = set() if declined is None else declined
+        #: What this installer installed (torch, pip requirements): the device check reruns
+        #: only then.
+        self.installed = []
 
     def missingRequirements(self, action: str = "super-resolve") -> list[str]:
         """pip requirements ``action`` needs that are not importable (torch excluded)."""
@@ -180,6 +183,7 @@ class DependencyInstaller:
             try:
                 with self.busy():
                     torch = self.installTorch(TORCH_REQUIREMENT)
+                self.installed.append("torch")
             except Exception as error:  # any installer failure is reported, not raised
                 return False, f"PyTorch could not be installed ({error}): see the Python console."
             if torch is None:
@@ -189,6 +193,7 @@ class DependencyInstaller:
             try:
                 with self.busy():
                     self.pipInstall(" ".join(missing))
+                self.installed += missing
             except Exception as error:
                 return False, (
                     f"Could not install {', '.join(missing)} ({error}): check the network and try "
@@ -209,6 +214,7 @@ class DependencyInstaller:
             try:
                 with self.busy():
                     self.pipInstall(requirement)
+                self.installed.append(requirement)
             except Exception as error:  # offline: the action runs without it
                 self.declined.add(name)
                 logging.warning("CLADE: %s could not be installed (%s).", requirement, error)

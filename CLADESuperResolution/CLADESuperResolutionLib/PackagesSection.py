@@ -3,9 +3,18 @@
 ``DependencyInstaller`` (``Dependencies.py``) decides what to install; this is its Slicer side:
 the real Slicer functions it is given, the one message shown when it refuses, and the section's
 "Reinstall PyTorch" button. No Qt import here.
+
+CLADE itself never imports torch in Slicer's process (its device check and its runs are worker
+processes), but the PyTorch extension does: ``PyTorchUtilsLogic.installTorch`` ends with
+``import torch`` (SlicerPyTorch, PyTorchUtils.py) and other modules may import it too. Once torch
+is loaded, its files are in use: uninstalling it fails on Windows (locked DLLs) and a new
+version would not be used before a restart. So "Reinstall PyTorch" asks for a restart first
+when torch is loaded (:func:`torchLoadedInSlicer`).
 """
 
 from __future__ import annotations
+
+import sys
 
 import slicer
 
@@ -30,6 +39,18 @@ def installTorchWithPyTorchUtils(requirement):
     return PyTorchUtils.PyTorchUtilsLogic().installTorch(
         askConfirmation=False, torchVersionRequirement=requirement
     )
+
+
+RESTART_FIRST = (
+    "PyTorch is loaded in Slicer (the PyTorch extension imports it when it installs it), so "
+    "its files are in use and cannot be replaced now. Restart Slicer, then click Reinstall "
+    "PyTorch before running anything. Restart now?"
+)
+
+
+def torchLoadedInSlicer() -> bool:
+    """torch is imported in this process (by PyTorchUtils or another module, never by CLADE)."""
+    return "torch" in sys.modules
 
 
 #: Optional packages declined (or not installable) in this Slicer session: asked once.
@@ -62,13 +83,18 @@ class PackagesSection:
         ok, why = installer.ensure(action)
         if not ok:
             slicer.util.warningDisplay(why)  # the only message: the installer shows none
-        self.host.superResolve.startDeviceProbe(refresh=True)
+        # One device check per session: again only when something was just installed.
+        self.host.superResolve.startDeviceProbe(refresh=bool(installer.installed))
         return ok
 
     def onReinstallTorch(self):
         """Reinstall PyTorch through the PyTorch extension."""
         if not pyTorchUtilsAvailable():
             slicer.util.warningDisplay(PYTORCH_EXTENSION_MISSING)
+            return
+        if torchLoadedInSlicer():
+            if slicer.util.confirmOkCancelDisplay(RESTART_FIRST):
+                slicer.util.restart()
             return
         if not slicer.util.confirmOkCancelDisplay(
             "Reinstall PyTorch with the PyTorch extension? It picks the build that matches "

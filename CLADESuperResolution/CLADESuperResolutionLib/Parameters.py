@@ -89,3 +89,21 @@ class Preset(enum.Enum):
 
     def label(self):
         return self.name
+
+
+class StartFrom(enum.Enum):
+    """Where a training run starts: random weights, or a shipped model to fine-tune."""
+
+    NEW = "new"
+    MRI = "mri"
+    CT = "ct"
+
+    def label(self):
+        if self is StartFrom.NEW:
+            return "New model (random weights)"
+        return f"Fine-tune the shipped {self.value} model"
+
+    @property
+    def initModel(self):
+        """The ``--init-model`` value ("" for a new model)."""
+        return "" if self is StartFrom.NEW else self.value

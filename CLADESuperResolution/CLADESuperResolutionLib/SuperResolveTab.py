@@ -45,6 +45,7 @@ class SuperResolveTab:
         self.modelChoices = []
         self.shippedNames = []
         self.runMessage = ""  # outcome of the last run, shown while nothing needs fixing
+        self.lastOutputNode = None
         self._shownLogLines = 0
         self._comparison = None
 
@@ -251,8 +252,10 @@ class SuperResolveTab:
         self.ui.applyButton.text = "Super-resolve"
         self.ui.progressBar.hide()
         if job.state == job.SUCCEEDED:
-            self.runMessage = job.summary or "Done."
-            self.parameterNode.outputVolume = job.outputNode
+            # The output selector is left as it was: with "create new" each run makes its own
+            # node (named after its input, unique); overwriting is choosing a node there.
+            self.lastOutputNode = job.outputNode
+            self.runMessage = f"{job.summary or 'Done'}: {job.outputNode.GetName()}."
             self.showComparison(job.inputNode, job.outputNode)
         elif job.state == job.CANCELLED:
             self.runMessage = job.errorMessage

@@ -9,8 +9,14 @@ import slicer
 
 from . import ModelCatalog
 from .InputValidation import validateTrainingInputs
-from .Training import PRESETS, TrainingOptions
+from .Training import PRESETS, TrainingOptions, runInFolder
 from .WorkerProcess import formatSeconds
+
+RESUME_OFFER = (
+    "This folder holds a training run (cancelled, crashed or finished): Resume training "
+    "continues it from its last checkpoint with its own volumes and settings (Epochs may be "
+    "raised). Choose another output folder to start a new run."
+)
 
 
 class TrainTab:
@@ -32,6 +38,7 @@ class TrainTab:
         self.plotNodes = None
         self.message = ""
         self.lastPreset = None
+        self.newModel = None  # the last run's model, offered to Super-resolve (never switched)
 
     @property
     def parameterNode(self):
@@ -39,8 +46,15 @@ class TrainTab:
 
     def connectSignals(self):
         self.ui.trainButton.connect("clicked(bool)", self.onTrainButton)
+        self.ui.useTrainedModelButton.connect("clicked(bool)", self.onUseTrainedModel)
         self.ui.trainingVolumesSelector.connect("checkedNodesChanged()", self.host.updateButtons)
         self.ui.trainingProgressBar.hide()
+        self.ui.useTrainedModelButton.hide()
+
+    def onSceneStartClose(self):
+        """A running training goes on (its inputs are files in its folder); the plot's nodes
+        go with the scene and are made again in the next one."""
+        self.plotNodes = None
 
     # -- settings --------------------------------------------------------------------------------
 
@@ -71,6 +85,13 @@ class TrainTab:
         if self.job is not None:
             return
         p = self.parameterNode
+        if runInFolder(p.trainingOutputFolder):
+            self.ui.trainButton.text = "Resume training"
+            self.ui.trainButton.enabled = True
+            self.ui.trainButton.toolTip = RESUME_OFFER
+            self.ui.trainingStatusLabel.text = self.message or RESUME_OFFER
+            return
+        self.ui.trainButton.text = "Start training"
         ok, why = validateTrainingInputs(
             self.ui.trainingVolumesSelector.checkedNodes(),
             p.trainingFolder,
@@ -93,6 +114,7 @@ class TrainTab:
             lambdaIdent=p.lambdaIdent,
             lambdaGmap=p.lambdaGmap,
             patchesPerSlice=p.patchesPerSlice,
+            initModel=p.startFrom.initModel,
         )
 
     def onTrainButton(self):
@@ -104,6 +126,7 @@ class TrainTab:
             return
         p = self.parameterNode
         options = self.options()
+        resume = runInFolder(p.trainingOutputFolder)
         self.job = self.host.startJob(
             lambda: self.makeJob(
                 self.ui.trainingVolumesSelector.checkedNodes(),
@@ -112,14 +135,17 @@ class TrainTab:
                 options,
                 validationNode=p.validationVolume,
                 tempRoot=slicer.app.temporaryPath,
+                resume=resume,
             ),
-            "Could not start the training.",
+            "Could not resume the training." if resume else "Could not start the training.",
         )
         if self.job is None:
             self.host.updateButtons()
             return
         self.plotNodes = None
         self.message = ""
+        self.newModel = None
+        self.ui.useTrainedModelButton.hide()
         self.ui.trainButton.text = "Cancel training"
         self.ui.trainButton.enabled = True
         self.ui.trainingProgressBar.value = 0
@@ -146,13 +172,18 @@ class TrainTab:
         if not job.done:
             return
         self.job = None
-        self.ui.trainButton.text = "Start training"
         self.ui.trainingProgressBar.hide()
         if job.state == job.SUCCEEDED and job.models:
             paths = [str(m) for m in job.models]
             ModelCatalog.rememberTrainedModels(self.settings(), paths)
-            self.message = f"Done: {paths[0]} added to the model list."
-            self.host.superResolve.refreshModels(select=paths[0])
+            # Offered, never selected: the Super-resolve tab keeps the model a user chose.
+            self.newModel = paths[0]
+            self.message = (
+                f"Done: {paths[0]} is in the Super-resolve tab's model list; the model chosen "
+                "there is unchanged."
+            )
+            self.host.superResolve.refreshModels()
+            self.ui.useTrainedModelButton.show()
         elif job.state == job.SUCCEEDED:
             self.message = "Training finished but exported no model file."
         elif job.state == job.CANCELLED:
@@ -161,3 +192,11 @@ class TrainTab:
             self.message = "Training failed: see the error message."
             slicer.util.errorDisplay(job.errorMessage)
         self.host.updateButtons()
+
+    def onUseTrainedModel(self):
+        """The user asked for it: the new model becomes the Super-resolve tab's choice."""
+        if self.newModel and self.parameterNode:
+            self.parameterNode.model = self.newModel
+            self.message = f"{self.newModel} is now the Super-resolve model."
+            self.ui.useTrainedModelButton.hide()
+            self.host.updateButtons()
