@@ -12,10 +12,11 @@ from typing import Annotated
 
 import qt
 import slicer
-from CLADESuperResolutionLib import CoreLocator, ModelCatalog, SampleVolume, SelfTest
+from CLADESuperResolutionLib import CoreLocator, SampleVolume, SelfTest
 from CLADESuperResolutionLib.Dependencies import isInstalled
 from CLADESuperResolutionLib.Devices import describeDevices  # noqa: F401 (tests read it here)
 from CLADESuperResolutionLib.InputValidation import validateInputVolume
+from CLADESuperResolutionLib.JobStart import startJob
 from CLADESuperResolutionLib.PackagesSection import (
     PackagesSection,
     installTorchWithPyTorchUtils,  # noqa: F401 (scripts and tests read it here)
@@ -82,17 +83,7 @@ class CLADESuperResolution(ScriptedLoadableModule):
 
 def registerSampleData():
     """Add the thick-slice pelvis sample (shipped with the CLADE core) to Sample Data."""
-    import SampleData
-
-    try:
-        coreDir = CoreLocator.coreDir()
-    except RuntimeError as error:
-        logging.warning(str(error))
-        return
-    iconsDir = Path(__file__).resolve().parent / "Resources" / "Icons"
-    arguments = SampleVolume.sampleDataSourceArguments(coreDir, iconsDir)
-    if arguments is not None:
-        SampleData.SampleDataLogic.registerCustomSampleDataSource(**arguments)
+    SampleVolume.registerSampleData(Path(__file__).resolve().parent / "Resources" / "Icons")
 
 
 def torchAvailable():
@@ -181,8 +172,6 @@ class CLADESuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
 
     def cleanup(self):
         self.cancelJobs()
-        if self.superResolve.deviceProbe is not None:
-            self.superResolve.deviceProbe.cancel()
         self.timer.stop()
         self.removeObservers()
 
@@ -196,11 +185,6 @@ class CLADESuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         pass
 
     def onSceneStartClose(self, caller, event):
-        # A super-resolution needs its input node (its job watches the scene too; cancelling
-        # here resets the button at once); a training does not, and goes on.
-        if self.superResolve.job is not None:
-            self.superResolve.job.cancel()
-            self.superResolve.onJobEvents()
         self.superResolve.onSceneStartClose()
         self.train.onSceneStartClose()
         self.setParameterNode(None)
@@ -244,39 +228,15 @@ class CLADESuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         return self.packages.ensure(self.dependencyInstaller(), action)
 
     def startJob(self, makeJob, failureTitle):
-        """Make and start a job; None (after one error box) when either step fails.
-
-        The caller's button is reset because nothing is assigned until the job runs (Slicer's
-        tryWithErrorDisplay re-raises, so code after it would never run on a failure).
-        """
-        try:
-            with slicer.util.WaitCursor():
-                job = makeJob()
-                job.start()
-        except Exception as error:
-            logging.exception("CLADE: %s", failureTitle)
-            slicer.util.errorDisplay(f"{failureTitle}\n\n{error}")
-            return None
-        return job
+        return startJob(makeJob, failureTitle)
 
     def onTimer(self):
-        if self.superResolve.job is not None:
-            self.superResolve.onJobEvents()
-        if self.train.job is not None:
-            self.train.onTrainingEvents()
-        if self.superResolve.deviceProbe is not None:
-            self.superResolve.onDeviceProbeEvents()
-        if self.job is None and self.trainingJob is None and self.deviceProbe is None:
+        if not (self.superResolve.poll() | self.train.poll()):
             self.timer.stop()
 
     def cancelJobs(self):
-        for job in (self.superResolve.job, self.train.job):
-            if job is not None:
-                job.cancel()
-        if self.superResolve.job is not None:
-            self.superResolve.onJobEvents()
-        if self.train.job is not None:
-            self.train.onTrainingEvents()
+        self.superResolve.cancel()
+        self.train.cancel()
 
 
 class CLADESuperResolutionLogic(ScriptedLoadableModuleLogic):
@@ -291,20 +251,11 @@ class CLADESuperResolutionLogic(ScriptedLoadableModuleLogic):
         print(outputNode.GetName(), outputNode.GetImageData().GetDimensions())
     """
 
-    def __init__(self):
-        ScriptedLoadableModuleLogic.__init__(self)
-
     def getParameterNode(self):
         return CLADESuperResolutionParameterNode(super().getParameterNode())
 
     def manifestPath(self):
         return CoreLocator.coreDir() / "models" / "manifest.json"
-
-    def shippedDefaultStride(self, name):
-        for entry in ModelCatalog.shippedModels(self.manifestPath()):
-            if entry.get("name") == name:
-                return entry.get("default_stride")
-        return None
 
     def process(self, inputVolume, outputVolume=None, progress=None, cancel=None, **settings):
         """Super-resolve ``inputVolume`` in this process and return the output volume node.
@@ -317,12 +268,9 @@ class CLADESuperResolutionLogic(ScriptedLoadableModuleLogic):
         ``fraction``, ``eta_seconds``); ``cancel()`` returning True stops the run
         (``CLADE.errors.Cancelled`` is raised, no node is made).
         """
+        options = SuperResolutionOptions(**settings)
         outputNode, result = superResolveInProcess(
-            inputVolume,
-            SuperResolutionOptions(**settings),
-            outputVolume,
-            progress=progress,
-            cancel=cancel,
+            inputVolume, options, outputVolume, progress, cancel
         )
         logging.info("CLADE: %s", result.summary())
         return outputNode
@@ -338,10 +286,7 @@ class CLADESuperResolutionTest(ScriptedLoadableModuleTest):
         if not torchAvailable():
             # The extension build machines have no PyTorch (it comes from the PyTorch extension
             # at first use): there is nothing to run the network with, which is not a failure.
-            self.delayDisplay(
-                "Skipped: PyTorch is not installed (install the PyTorch extension "
-                "to run this test)."
-            )
+            self.delayDisplay("Skipped: PyTorch is not installed (install the PyTorch extension).")
             return
         self.setUp()
         self.test_SuperResolveSample()

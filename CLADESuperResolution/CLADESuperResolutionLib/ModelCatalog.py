@@ -40,6 +40,14 @@ def shippedModels(manifestPath) -> list[dict]:
     return [e for e in entries if (manifestPath.parent / e.get("file", "")).is_file()]
 
 
+def shippedDefaultStride(manifestPath, name) -> int | None:
+    """The patch stride the manifest gives the shipped model ``name`` (None: none given)."""
+    for entry in shippedModels(manifestPath):
+        if entry.get("name") == name:
+            return entry.get("default_stride")
+    return None
+
+
 def modelChoices(manifestPath, trainedModelPaths=()) -> list[ModelChoice]:
     """Shipped models first, then trained model files that still exist (newest first given)."""
     choices = []

@@ -62,8 +62,26 @@ class SuperResolveTab:
         self.ui.compareFrame.hide()
 
     def onSceneStartClose(self):
+        # A run needs its input node: it stops (its job watches the scene too; cancelling here
+        # resets the button at once).
+        self.cancel(probe=False)
         self._comparison = None
         self.ui.compareFrame.hide()
+
+    def poll(self) -> bool:
+        """The timer's tick: drain the run and the device check; True while either is busy."""
+        if self.job is not None:
+            self.onJobEvents()
+        if self.deviceProbe is not None:
+            self.onDeviceProbeEvents()
+        return self.job is not None or self.deviceProbe is not None
+
+    def cancel(self, probe=True):
+        if self.job is not None:
+            self.job.cancel()
+            self.onJobEvents()
+        if probe and self.deviceProbe is not None:
+            self.deviceProbe.cancel()
 
     # -- models ----------------------------------------------------------------------------------
 
@@ -120,7 +138,7 @@ class SuperResolveTab:
         choice = self.currentModelChoice() if self.parameterNode else None
         stride = None
         if choice is not None and choice.kind == ModelCatalog.SHIPPED:
-            stride = self.host.logic.shippedDefaultStride(choice.value)
+            stride = ModelCatalog.shippedDefaultStride(self.host.logic.manifestPath(), choice.value)
         self.ui.strideSpinBox.specialValueText = (
             f"model default ({stride})" if stride else "model default"
         )

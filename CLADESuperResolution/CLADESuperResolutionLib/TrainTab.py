@@ -56,6 +56,17 @@ class TrainTab:
         go with the scene and are made again in the next one."""
         self.plotNodes = None
 
+    def poll(self) -> bool:
+        """The timer's tick: drain the run's events; True while it runs."""
+        if self.job is not None:
+            self.onTrainingEvents()
+        return self.job is not None
+
+    def cancel(self):
+        if self.job is not None:
+            self.job.cancel()
+            self.onTrainingEvents()
+
     # -- settings --------------------------------------------------------------------------------
 
     def rememberPreset(self):
