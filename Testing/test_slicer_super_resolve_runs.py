@@ -114,6 +114,20 @@ def test_reinstall_with_torch_loaded_in_slicer_asks_for_a_restart_first(module, 
     assert calls[1:] == ["uninstall", "install"]
 
 
+def test_the_packages_line_says_when_torch_is_loaded_in_slicer(module, monkeypatch):
+    from CLADESuperResolutionLib import PackagesSection
+
+    widget = makeWidget(module)
+    widget.superResolve.deviceInfo = {"torch": "2.13.0", "cuda": None}
+    monkeypatch.setattr(PackagesSection, "torchLoadedInSlicer", lambda: True)
+    widget.superResolve.updateDeviceInfo()
+    text = module.testUi.packagesLabel.text
+    assert text.startswith("PyTorch 2.13.0") and text.endswith(PackagesSection.LOADED_NOTE)
+    monkeypatch.setattr(PackagesSection, "torchLoadedInSlicer", lambda: False)
+    widget.superResolve.updateDeviceInfo()
+    assert PackagesSection.LOADED_NOTE not in module.testUi.packagesLabel.text
+
+
 def _noContext():
     import contextlib
 

@@ -48,6 +48,13 @@ RESTART_FIRST = (
 )
 
 
+#: Added to the Packages line while torch is loaded in Slicer's process.
+LOADED_NOTE = (
+    "It is loaded in Slicer (the PyTorch extension imported it): restart Slicer before "
+    "reinstalling it."
+)
+
+
 def torchLoadedInSlicer() -> bool:
     """torch is imported in this process (by PyTorchUtils or another module, never by CLADE)."""
     return "torch" in sys.modules

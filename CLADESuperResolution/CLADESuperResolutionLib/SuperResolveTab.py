@@ -15,7 +15,7 @@ import logging
 
 import slicer
 
-from . import ModelCatalog
+from . import ModelCatalog, PackagesSection
 from .Dependencies import isInstalled
 from .Devices import describeDevices, describePackages, probeCommand, probeResult
 from .InputValidation import validateInputVolume
@@ -156,7 +156,7 @@ class SuperResolveTab:
     # -- devices ---------------------------------------------------------------------------------
 
     def startDeviceProbe(self, refresh=False):
-        """Ask a worker process what torch sees (never imported in Slicer's own process)."""
+        """Ask a worker process what torch sees (CLADE never imports it in Slicer's process)."""
         if self.deviceProbe is not None or (self.deviceInfo is not None and not refresh):
             self.updateDeviceInfo()
             return
@@ -190,7 +190,10 @@ class SuperResolveTab:
         current = self.ui.deviceSelector.currentIndex
         value = devices[current].value if 0 <= current < len(devices) else "auto"
         self.ui.deviceInfoLabel.text = labels.get(value, "")
-        self.ui.packagesLabel.text = describePackages(self.deviceInfo, isInstalled("torch"))
+        packages = describePackages(self.deviceInfo, isInstalled("torch"))
+        if PackagesSection.torchLoadedInSlicer():
+            packages += " " + PackagesSection.LOADED_NOTE
+        self.ui.packagesLabel.text = packages
 
     # -- the Apply button ------------------------------------------------------------------------
 
