@@ -224,3 +224,33 @@ def test_a_new_scene_is_connected_once_and_shows_its_own_settings(versioned):
     assert ui.planeSelector.currentIndex == 0
     for name, widgetName in ENUM_WIDGETS.items():
         assert len(connectorSlots(getattr(ui, widgetName))) == 1, name
+
+
+def test_a_saved_scene_reopens_with_its_settings(versioned, tmp_path):
+    """Before, on 5.6: reopening a scene saved with a CT preset showed MRI (the first entry)
+    and rewrote the custom loss weight with MRI's."""
+    from test_slicer_widget import makeWidget
+
+    widget = makeWidget(versioned)
+    ui = versioned.testUi
+    p = widget._parameterNode
+    ui.presetSelector.currentIndex = list(versioned.Preset).index(versioned.Preset.CT)
+    ui.planeSelector.currentIndex = list(versioned.LRPlane).index(versioned.LRPlane.AXIAL)
+    p.lambdaGmap = 2.5
+    scenePath = tmp_path / "scene.mrml"
+    slicer.mrmlScene.SetURL(str(scenePath))
+    assert slicer.mrmlScene.Commit()
+    widget.onSceneStartClose(None, None)
+    slicer.mrmlScene.Clear(0)
+    widget.onSceneEndClose(None, None)
+    slicer.mrmlScene.SetURL(str(scenePath))
+    assert slicer.mrmlScene.Connect()
+    widget.enter()
+    p = widget._parameterNode
+    assert (p.preset, p.plane, p.lambdaGmap) == (
+        versioned.Preset.CT,
+        versioned.LRPlane.AXIAL,
+        2.5,
+    )
+    assert ui.presetSelector.currentIndex == list(versioned.Preset).index(versioned.Preset.CT)
+    assert len(connectorSlots(ui.presetSelector)) == 1
