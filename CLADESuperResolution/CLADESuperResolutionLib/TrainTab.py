@@ -1,6 +1,9 @@
-"""The Train tab: preset weights, Start/Cancel, the live loss plot and the trained models.
+"""The Train tab: preset weights, Start/Resume/Cancel, the live loss plot, the new model.
 
 Reached through the module widget (``host``) like :mod:`SuperResolveTab`; no Qt import here.
+Sections, in the order of the tab: settings (preset, button state), the run, the new model.
+A folder that already holds a run is offered for resuming; a finished run's model is offered to
+the Super-resolve tab (a button), never selected without the user.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ class TrainTab:
     :param host: the module widget (``ui``, ``parameterNode``, ``timer``,
         ``ensureDependencies()``, ``startJob()``, ``updateButtons()``, ``superResolve``)
     :param makeJob: ``makeJob(volumeNodes, folder, outputFolder, options, validationNode=,
-        tempRoot=)`` -> a job (``TrainingJob``)
+        tempRoot=, resume=)`` -> a job (``TrainingJob``)
     :param settings: ``settings()`` -> a QSettings-like object (the trained models' list)
     """
 
@@ -203,6 +206,8 @@ class TrainTab:
             self.message = "Training failed: see the error message."
             slicer.util.errorDisplay(job.errorMessage)
         self.host.updateButtons()
+
+    # -- the new model ---------------------------------------------------------------------------
 
     def onUseTrainedModel(self):
         """The user asked for it: the new model becomes the Super-resolve tab's choice."""
