@@ -99,3 +99,18 @@ class StageReporter:
                     self.stage, int(done), int(total), fraction, now - self.started, eta, message
                 )
             )
+
+
+def optional_tqdm():
+    """tqdm's bar class, or None where tqdm is not installed (Slicer's Python): no bar then.
+
+    Example:
+        >>> bar = optional_tqdm()
+        >>> bar is None or callable(bar)
+        True
+    """
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm

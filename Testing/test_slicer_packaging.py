@@ -173,13 +173,15 @@ def test_ui_parses_and_every_widget_the_code_uses_exists():
         for a in page.findall("attribute")
     ]
     assert titles == ["Super-resolve", "Train"]
-    used = set(re.findall(r"self\.ui\.(\w+)", MODULE_FILE.read_text()))
+    # The module file and the tabs in its Lib (SuperResolveTab, TrainTab, ...).
+    code = [MODULE_FILE, *(MODULE_DIR / "CLADESuperResolutionLib").glob("*.py")]
+    used = {name for f in code for name in re.findall(r"self\.ui\.(\w+)", f.read_text())}
     assert used, "the module looks up no widget?"
     assert sorted(used - set(widgets)) == []
 
 
 def manualFields() -> dict:
-    tree = ast.parse(MODULE_FILE.read_text())
+    tree = ast.parse((MODULE_DIR / "CLADESuperResolutionLib" / "ParameterBinding.py").read_text())
     for node in tree.body:
         if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "MANUAL_FIELDS":
             return ast.literal_eval(node.value)
@@ -324,11 +326,13 @@ def test_dependencies_installed_in_slicer_are_the_cores_with_its_bounds():
         re.split(r"[<>=!~ ]", req, maxsplit=1)[0].lower(): req.replace(" ", "") for req in declared
     }
     assert byName.pop("torch") == "torch" + Dependencies.TORCH_REQUIREMENT
-    for shipped in Dependencies.NEVER_INSTALL:
+    for shipped in (*Dependencies.NEVER_INSTALL, *Dependencies.CLI_ONLY):
         byName.pop(shipped.lower())
-    assert {
-        req.split(">=")[0].lower(): req for req in Dependencies.PIP_REQUIREMENTS.values()
-    } == byName
+    slicerRequirements = [
+        *Dependencies.PIP_REQUIREMENTS.values(),
+        *(req for req, _ in Dependencies.OPTIONAL_REQUIREMENTS.values()),
+    ]
+    assert {req.split(">=")[0].lower(): req for req in slicerRequirements} == byName
     assert all(">=" in req and "==" not in req for req in Dependencies.PIP_REQUIREMENTS.values())
 
 

@@ -158,7 +158,6 @@ def test_metadata_agree_between_cmake_s4ext_and_catalog_entry():
     assert s4ext["contributors"] == cmakeValue("EXTENSION_CONTRIBUTORS")
     assert s4ext["scmurl"] == entry["scm_url"] and s4ext["scmrevision"] == entry["scm_revision"]
     assert s4ext["depends"].split() == entry["build_dependencies"] == ["PyTorch"]
-    assert int(s4ext["tier"]) == entry["tier"]
     assert cmakeValue("EXTENSION_STATUS") == s4ext["status"]
 
 

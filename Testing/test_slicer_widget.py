@@ -75,9 +75,17 @@ class Widget:
         self.toolTip = ""
         self._slots = {}
         self._blocked = False
+        self.qtProperties = {}
 
     def connect(self, signal, slot):
         self._slots.setdefault(signal.split("(")[0], []).append(slot)
+
+    def disconnect(self, signal, slot):
+        self._slots[signal.split("(")[0]].remove(slot)
+
+    def property(self, name):
+        """Qt's dynamic properties of the .ui (SlicerParameterName)."""
+        return self.qtProperties.get(name)
 
     def emit(self, signal, *args):
         if not self._blocked:
@@ -180,6 +188,8 @@ def standInUi():
                 widget.text = prop.findtext("string") or ""
             elif prop.get("name") == "enabled":
                 widget.enabled = prop.findtext("bool") == "true"
+            elif prop.get("name") == "SlicerParameterName":
+                widget.qtProperties["SlicerParameterName"] = prop.findtext("string")
     for widget in widgets.values():
         widget.value = getattr(widget, "value", 0)
         widget.format = ""
@@ -237,6 +247,9 @@ def parameterNodeWrapperDouble(cls):
                 node.SetParameter(name, str(value))
 
         def connectGui(self, ui):
+            return object()
+
+        def connectParametersToGui(self, mapping):
             return object()
 
         def disconnectGui(self, tag):
@@ -497,7 +510,7 @@ def test_button_goes_idle_running_done_and_shows_stage_log_and_comparison(
     assert ui.applyButton.text == "Super-resolve" and ui.applyButton.enabled
     assert not ui.progressBar.visible
     assert ui.logText.lines == ["model tiny on cpu, tiling auto"]
-    output = widget._parameterNode.outputVolume
+    output = widget.superResolve.lastOutputNode
     assert output.GetName() == "thick_CLADE" and volumeNames() == ["thick", "thick_CLADE"]
     # Input and output overlaid in the slice views, the fade slider shown and working.
     assert composite.GetBackgroundVolumeID() == node.GetID()
@@ -708,7 +721,7 @@ def test_install_question_is_never_under_the_wait_cursor(module):
     dialogs = module.testDialogs
     depths = []
     installer = widget.dependencyInstaller()
-    installer.isInstalled = lambda name: name not in ("torch", "tqdm")
+    installer.isInstalled = lambda name: name not in ("torch", "scipy")
     installer.canInstallTorch = lambda: True
     installer.installTorch = lambda requirement: depths.append(dialogs.cursorDepth) or object()
     installer.pipInstall = lambda requirements: depths.append(dialogs.cursorDepth)

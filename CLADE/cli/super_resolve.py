@@ -18,6 +18,7 @@ import logging
 import sys
 
 from ..geometry import PLANE_NAMES
+from ..progress import optional_tqdm
 from .arguments import add_thick_axis, int_at_least, patch_stride, positive_int, thick_axis_of
 
 PATHS_HELP = "INPUT OUTPUT, or with --out-dir one or more inputs (files, folders, DICOM series)"
@@ -305,8 +306,9 @@ class ProgressBar:
         self.update(info)
 
     def update(self, info) -> None:
-        from tqdm import tqdm
-
+        tqdm = optional_tqdm()
+        if tqdm is None:
+            return  # no tqdm (Slicer's Python): the run goes on without a bar
         if info.stage != self.stage or self.bar is None or self.bar.total != info.total:
             if info.stage == self.stage and self.bar is not None:
                 self.bar.total = info.total  # the stage's total became known

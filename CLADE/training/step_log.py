@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import CladeError
+from ..progress import optional_tqdm
 from .events import EventWriter
 from .loss_terms import LOSS_NAMES
 
@@ -44,9 +45,8 @@ class StepLog:
         self.window_steps, self.window_start = 0, time.monotonic()
         self.session_steps, self.session_start = 0, time.monotonic()
         self.bar = None
-        if bar:
-            from tqdm import tqdm
-
+        tqdm = optional_tqdm() if bar else None  # no tqdm (Slicer's Python): no bar
+        if tqdm is not None:
             self.bar = tqdm(
                 total=steps_per_epoch,
                 initial=step,

@@ -3,7 +3,12 @@
 PyTorch comes from the PyTorch extension (``PyTorchUtils``), which picks the build that matches
 the GPU driver; the core's other packages come from pip with ``>=`` bounds (the same bounds as
 ``pyproject.toml``; a test checks they agree). numpy and SimpleITK are never (re)installed:
-Slicer ships them, and replacing them breaks Slicer itself.
+Slicer ships them, and replacing them breaks Slicer itself. Only what the action needs is
+required: super-resolving needs torch and scipy (Slicer ships scipy too), so an offline Slicer
+with torch super-resolves; matplotlib (the training plot, ``training.png``) is optional, asked
+for once per session before a training, and a refusal or a failed (offline) install only means
+no plot file. tqdm draws the ``clade`` command's bars and is never needed here (the workers run
+with ``--progress json`` or ``--quiet``).
 
 All side effects go through callables passed to :class:`DependencyInstaller`, so this is tested
 without Slicer and the thin module passes the real Slicer functions. Nothing here imports torch:
@@ -15,22 +20,42 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import importlib.util
+import logging
 import re
 
 #: Minimum torch version the core needs (``pyproject.toml``).
 TORCH_MINIMUM = "2.1"
 TORCH_REQUIREMENT = ">=" + TORCH_MINIMUM
 
-#: Import name -> pip requirement for the core's other dependencies. Never numpy / SimpleITK.
-#: matplotlib draws the training plot (``CLADE/training/plot.py``) and the evaluation figures.
-PIP_REQUIREMENTS = {
-    "scipy": "scipy>=1.10",
-    "tqdm": "tqdm>=4.60",
-    "matplotlib": "matplotlib>=3.6",
-}
+#: Import name -> pip requirement every action needs besides torch. Never numpy / SimpleITK.
+PIP_REQUIREMENTS = {"scipy": "scipy>=1.10"}
+
+MATPLOTLIB_QUESTION = (
+    "Install matplotlib (about 10 MB) so the training also saves its plot (training.png in the "
+    "output folder)? Without it the training runs the same; only that file is missing."
+)
+#: Import name -> (pip requirement, question): offered, never required.
+#: matplotlib draws the training plot (``CLADE/training/plot.py``).
+OPTIONAL_REQUIREMENTS = {"matplotlib": ("matplotlib>=3.6", MATPLOTLIB_QUESTION)}
+#: The optional packages each action offers.
+ACTION_OPTIONAL = {"super-resolve": (), "train": ("matplotlib",)}
+#: In ``pyproject.toml`` for the ``clade`` command only (its progress bars).
+CLI_ONLY = ("tqdm",)
 
 #: Packages Slicer ships and that must never be installed over.
 NEVER_INSTALL = ("numpy", "SimpleITK")
+
+
+def requirementsFor(action: str) -> list[str]:
+    """pip requirements ``action`` ("super-resolve" or "train") cannot run without.
+
+    Example:
+        >>> requirementsFor("super-resolve")
+        ['scipy>=1.10']
+    """
+    if action not in ACTION_OPTIONAL:
+        raise ValueError(f"unknown action {action!r}")
+    return [req for name, req in PIP_REQUIREMENTS.items() if name not in NEVER_INSTALL]
 
 
 def isInstalled(importName: str) -> bool:
@@ -95,6 +120,8 @@ class DependencyInstaller:
     :param torchVersion: ``() -> str | None``, the installed torch version
     :param busy: context manager shown while installing (Slicer: ``slicer.util.WaitCursor``);
         never around a question, so the cursor is normal over every dialog.
+    :param declined: import names of optional packages already declined or failed (a set kept
+        for the session, so the question is asked once)
     """
 
     def __init__(
@@ -106,6 +133,7 @@ class DependencyInstaller:
         canInstallTorch=lambda: True,
         torchVersion=lambda: installedVersion("torch"),
         busy=contextlib.nullcontext,
+        declined=None,
     ):
         self.confirm = confirm
         self.installTorch = installTorch
@@ -114,13 +142,17 @@ class DependencyInstaller:
         self.canInstallTorch = canInstallTorch
         self.torchVersion = torchVersion
         self.busy = busy
+        self.declined = set() if declined is None else declined
+        #: What this installer installed (torch, pip requirements): the device check reruns
+        #: only then.
+        self.installed = []
 
-    def missingRequirements(self) -> list[str]:
-        """pip requirements of packages that are not importable (torch excluded)."""
+    def missingRequirements(self, action: str = "super-resolve") -> list[str]:
+        """pip requirements ``action`` needs that are not importable (torch excluded)."""
         return [
             req
             for name, req in PIP_REQUIREMENTS.items()
-            if name not in NEVER_INSTALL and not self.isInstalled(name)
+            if req in requirementsFor(action) and not self.isInstalled(name)
         ]
 
     def torchInstalled(self) -> bool:
@@ -135,10 +167,12 @@ class DependencyInstaller:
             return TORCH_UPDATE_QUESTION.format(minimum=TORCH_MINIMUM, version=version)
         return None
 
-    def ensure(self) -> tuple[bool, str]:
-        """Install what is missing; ``(False, why)`` when the user declined or it failed.
+    def ensure(self, action: str = "super-resolve") -> tuple[bool, str]:
+        """Install what ``action`` needs; ``(False, why)`` when the user declined or it failed.
 
-        ``why`` is the only message to show: nothing else is displayed on the way.
+        ``why`` is the only message to show: nothing else is displayed on the way. Optional
+        packages are offered afterwards; declining them or failing to install them (offline)
+        never stops the action.
         """
         question = self.torchQuestion()
         if question is not None:
@@ -149,18 +183,38 @@ class DependencyInstaller:
             try:
                 with self.busy():
                     torch = self.installTorch(TORCH_REQUIREMENT)
+                self.installed.append("torch")
             except Exception as error:  # any installer failure is reported, not raised
                 return False, f"PyTorch could not be installed ({error}): see the Python console."
             if torch is None:
                 return False, TORCH_DECLINED
-        missing = self.missingRequirements()
+        missing = self.missingRequirements(action)
         if missing:
             try:
                 with self.busy():
                     self.pipInstall(" ".join(missing))
+                self.installed += missing
             except Exception as error:
                 return False, (
                     f"Could not install {', '.join(missing)} ({error}): check the network and try "
                     "again."
                 )
+        self.offerOptional(action)
         return True, ""
+
+    def offerOptional(self, action: str) -> None:
+        """Ask once per session for each optional package ``action`` can use."""
+        for name in ACTION_OPTIONAL[action]:
+            if name in self.declined or self.isInstalled(name):
+                continue
+            requirement, question = OPTIONAL_REQUIREMENTS[name]
+            if not self.confirm(question):
+                self.declined.add(name)
+                continue
+            try:
+                with self.busy():
+                    self.pipInstall(requirement)
+                self.installed.append(requirement)
+            except Exception as error:  # offline: the action runs without it
+                self.declined.add(name)
+                logging.warning("CLADE: %s could not be installed (%s).", requirement, error)

@@ -40,6 +40,14 @@ def shippedModels(manifestPath) -> list[dict]:
     return [e for e in entries if (manifestPath.parent / e.get("file", "")).is_file()]
 
 
+def shippedDefaultStride(manifestPath, name) -> int | None:
+    """The patch stride the manifest gives the shipped model ``name`` (None: none given)."""
+    for entry in shippedModels(manifestPath):
+        if entry.get("name") == name:
+            return entry.get("default_stride")
+    return None
+
+
 def modelChoices(manifestPath, trainedModelPaths=()) -> list[ModelChoice]:
     """Shipped models first, then trained model files that still exist (newest first given)."""
     choices = []
@@ -101,3 +109,21 @@ def exportedModels(outputFolder) -> list[Path]:
     return sorted(
         files, key=lambda p: (0 if "best" in p.stem else 1 if "final" in p.stem else 2, p.name)
     )
+
+
+#: Settings key holding the model files trained from the module (newest first).
+TRAINED_MODELS_SETTING = "CLADE/TrainedModels"
+
+
+def trainedModelPaths(settings) -> list[str]:
+    """Model files trained from the module, newest first (``settings``: a QSettings)."""
+    value = settings.value(TRAINED_MODELS_SETTING) or []
+    # QSettings gives back a one-element list as a plain string.
+    return [value] if isinstance(value, str) else [p for p in value if p]
+
+
+def rememberTrainedModels(settings, paths) -> None:
+    """Put ``paths`` first in the trained models' list (kept across sessions)."""
+    paths = [str(p) for p in paths]
+    previous = [p for p in trainedModelPaths(settings) if p not in paths]
+    settings.setValue(TRAINED_MODELS_SETTING, paths + previous)

@@ -40,3 +40,21 @@ def sampleDataSourceArguments(coreDir, iconsDir) -> dict | None:
         "loadFileTypes": "VolumeFile",
         "checksums": f"SHA256:{SAMPLE_SHA256}",
     }
+
+
+def registerSampleData(iconsDir) -> None:
+    """Add the sample to Slicer's Sample Data module (nothing when the core or file is missing)."""
+    import logging
+
+    import SampleData
+
+    from . import CoreLocator
+
+    try:
+        coreDir = CoreLocator.coreDir()
+    except RuntimeError as error:
+        logging.warning(str(error))
+        return
+    arguments = sampleDataSourceArguments(coreDir, iconsDir)
+    if arguments is not None:
+        SampleData.SampleDataLogic.registerCustomSampleDataSource(**arguments)

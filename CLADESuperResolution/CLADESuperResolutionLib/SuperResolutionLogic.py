@@ -116,13 +116,32 @@ def defaultOutputName(inputNode) -> str:
     return inputNode.GetScene().GenerateUniqueName(inputNode.GetName() + OUTPUT_SUFFIX)
 
 
+def placeBeside(node, inputNode) -> None:
+    """Put ``node`` in the subject-hierarchy folder of ``inputNode`` (its patient or study), as
+    Slicer's CLI modules do for an output with ``reference`` set to the input."""
+    import slicer
+
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(inputNode.GetScene())
+    inputItem = hierarchy.GetItemByDataNode(inputNode) if hierarchy else 0
+    if not inputItem:
+        return  # the input is in no hierarchy (a script outside Slicer's application)
+    parent = hierarchy.GetItemParent(inputItem)
+    item = hierarchy.GetItemByDataNode(node)
+    if item:
+        hierarchy.SetItemParent(item, parent)
+    else:
+        hierarchy.CreateItem(parent, node)
+
+
 def storeResult(image, inputNode, outputNode=None, name: str | None = None):
-    """Put ``image`` into ``outputNode`` (or a new node next to ``inputNode``) and return it."""
+    """Put ``image`` into ``outputNode``, or into a new node named after ``inputNode`` (unique
+    in the scene, beside the input in the subject hierarchy); return the node."""
     scene = inputNode.GetScene()
     if outputNode is None:
         outputNode = scene.AddNewNodeByClass(
             "vtkMRMLScalarVolumeNode", name or defaultOutputName(inputNode)
         )
+        placeBeside(outputNode, inputNode)
     if outputNode is inputNode:
         raise ValueError("The output volume must differ from the input volume, which is kept.")
     updateVolumeNodeFromImage(outputNode, image)

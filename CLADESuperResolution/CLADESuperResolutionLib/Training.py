@@ -5,12 +5,15 @@ FILE (schema in ``CLADE/training/events.py``), which :class:`WorkerProcess` tail
 :class:`TrainingCurves` turns ``step`` and ``validation`` events into two table nodes and one
 plot chart (losses and the validation metric over the training step), updated in place so the
 plot view redraws live.
+
+The volumes chosen as nodes are exported into the run's own folder (``OUT/inputs``), not a
+temporary one: the run record names them, so a cancelled or crashed run can be resumed later
+(``--resume`` reuses the run's inputs), and closing the scene does not stop a running training
+(only its plot lives in the scene).
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +41,28 @@ PRESETS = {
 PLOTTED_LOSSES = ("g_total", "adv", "cyc", "ident", "gmap", "d_x", "d_y", "paired", "dc")
 
 EVENTS_FILE_NAME = "events.jsonl"
+#: Where the exported volumes of a run are kept, inside its output folder.
+INPUTS_FOLDER_NAME = "inputs"
+#: Files that mark a folder as holding a run (``CLADE.training``: ``RUN_RECORD_NAME``,
+#: ``CHECKPOINT_NAME``; copies, since the Lib loads before the core is found; a test checks).
+RUN_MARKERS = ("run.json", "checkpoint.pt")
+
+#: ``clade train`` options of a fine-tuning run from a shipped model, besides ``--init-model``
+#: and the epochs: the shipped models' last stages (``models/train_shipped_models.sh``): the
+#: architecture the model file has (a test checks it against the shipped files), the paired
+#: term alone (``--warmup-epochs`` = all epochs) and a cosine-annealed rate from 1e-4.
+FINE_TUNE_RECIPES = {
+    "mri": "--residual --upsample transpose --lambda-paired 20 --paired-ratios 2 8",
+    "ct": "--residual --upsample resize --lambda-paired 20 --paired-ratios 2 6 --window -1024 2048",
+}
+FINE_TUNE_SCHEDULE = "--lr 1e-4 --lr-schedule cosine"
+
+
+def runInFolder(folder) -> bool:
+    """``folder`` holds a training run (started, maybe cancelled or crashed): resume it."""
+    if not folder or not str(folder).strip():
+        return False
+    return any((Path(folder) / name).is_file() for name in RUN_MARKERS)
 
 
 @dataclass
@@ -51,6 +76,8 @@ class TrainingOptions:
     lambdaIdent: float | None = None
     lambdaGmap: float | None = None
     patchesPerSlice: int = 4
+    #: A shipped model to fine-tune (``--init-model``, with its recipe); "" = random weights.
+    initModel: str = ""
 
     def commandArguments(self) -> list[str]:
         arguments = [
@@ -69,13 +96,21 @@ class TrainingOptions:
         ):
             if value is not None:
                 arguments += [flag, repr(value) if isinstance(value, float) else str(value)]
+        if self.initModel:
+            arguments += [
+                "--init-model",
+                self.initModel,
+                *FINE_TUNE_RECIPES[self.initModel].split(),
+            ]
+            arguments += ["--warmup-epochs", str(int(self.epochs)), *FINE_TUNE_SCHEDULE.split()]
         return arguments
 
 
 class TrainingCurves:
     """Losses per step and validation metrics per epoch, mirrored into MRML table/plot nodes."""
 
-    def __init__(self):
+    def __init__(self, runName: str = ""):
+        self.runName = runName  # names the plot and table nodes (made unique in the scene)
         self.steps = []  # global step of each row
         self.losses = {name: [] for name in PLOTTED_LOSSES}
         self.metricSteps = []
@@ -139,14 +174,15 @@ class TrainingCurves:
 
         nodes = dict(nodes or {})
         if "lossTable" not in nodes:
-            nodes["lossTable"] = scene.AddNewNodeByClass(
-                "vtkMRMLTableNode", "CLADE training losses"
-            )
-            nodes["metricTable"] = scene.AddNewNodeByClass(
-                "vtkMRMLTableNode", "CLADE validation metric"
-            )
-            chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", "CLADE training")
-            chart.SetTitle("CLADE training")
+            run = f" {self.runName}" if self.runName else ""
+
+            def add(kind, name):  # a unique name per run: each run keeps its own plot
+                return scene.AddNewNodeByClass(kind, scene.GenerateUniqueName(name + run))
+
+            nodes["lossTable"] = add("vtkMRMLTableNode", "CLADE training losses")
+            nodes["metricTable"] = add("vtkMRMLTableNode", "CLADE validation metric")
+            chart = add("vtkMRMLPlotChartNode", "CLADE training")
+            chart.SetTitle(chart.GetName())
             chart.SetXAxisTitle("training step")
             chart.SetYAxisTitle("loss / metric (log scale)")
             # Losses (~0.01-10) and PIQE (~20-80) share one axis: a log scale shows both.
@@ -156,17 +192,20 @@ class TrainingCurves:
         import numpy as np
 
         lossColumns = [np.array(self.steps, dtype=float)] + [
-            np.array(self.losses[name], dtype=float) for name in PLOTTED_LOSSES
+            positiveOrNaN(self.losses[name]) for name in PLOTTED_LOSSES
         ]
         self._fillTable(nodes["lossTable"], ["step", *PLOTTED_LOSSES], lossColumns, slicer.util)
-        for name in PLOTTED_LOSSES:
-            self._ensureSeries(scene, nodes, name, nodes["lossTable"], "step", name)
+        for name, column in zip(PLOTTED_LOSSES, lossColumns[1:]):
+            # A term that is off (weight 0) is 0 at every step: no curve for it, or the log
+            # axis would not apply (VTK turns log scale off for a range that reaches 0).
+            if np.isfinite(column).any():
+                self._ensureSeries(scene, nodes, name, nodes["lossTable"], "step", name)
         if self.metricName:
             label = f"validation {self.metricName}"
             self._fillTable(
                 nodes["metricTable"],
                 ["step", label],
-                [np.array(self.metricSteps), np.array(self.metricValues)],
+                [np.array(self.metricSteps), positiveOrNaN(self.metricValues)],
                 slicer.util,
             )
             self._ensureSeries(scene, nodes, label, nodes["metricTable"], "step", label)
@@ -211,11 +250,23 @@ class TrainingCurves:
         nodes["series"][name] = series
 
 
+def positiveOrNaN(values):
+    """The values with those <= 0 as NaN: a log axis cannot show them, and VTK's plots leave
+    NaN points out of the axis range (a 0 would switch the whole axis to linear)."""
+    import numpy as np
+
+    array = np.array(values, dtype=float)
+    array[~(array > 0)] = np.nan
+    return array
+
+
 class TrainingJob(PollingJob):
     """One ``clade train`` run in a worker process, polled from the main thread.
 
-    Volumes selected as nodes are exported to a temporary folder (removed at the end); volumes
-    in ``folder`` are passed as files. New models appear in :attr:`models` when it succeeds.
+    Volumes selected as nodes are exported to ``outputFolder/inputs`` (kept with the run);
+    volumes in ``folder`` are passed as files. ``resume`` continues the run already in
+    ``outputFolder`` on its own inputs and settings (only ``options.epochs`` is passed). New
+    models appear in :attr:`models` when it succeeds.
     """
 
     workerName = "training worker"
@@ -229,12 +280,15 @@ class TrainingJob(PollingJob):
         validationNode=None,
         python: str | None = None,
         tempRoot=None,
-        observeScene: bool = True,
+        observeScene: bool = False,
         extraArguments=(),
+        resume: bool = False,
     ):
-        ok, why = validateTrainingInputs(volumeNodes, folder, outputFolder, validationNode)
-        if not ok:
-            raise ValueError(why)
+        self.resume = bool(resume)
+        if not self.resume:
+            ok, why = validateTrainingInputs(volumeNodes, folder, outputFolder, validationNode)
+            if not ok:
+                raise ValueError(why)
         self.volumeNodes = list(volumeNodes or [])
         self.folder = str(folder) if folder else ""
         self.outputFolder = Path(outputFolder)
@@ -244,7 +298,7 @@ class TrainingJob(PollingJob):
         self.tempRoot = tempRoot
         self._resetJob(observeScene)
         self.extraArguments = list(extraArguments)
-        self.curves = TrainingCurves()
+        self.curves = TrainingCurves(runName=self.outputFolder.name)
         self.models = []
 
     @property
@@ -252,6 +306,11 @@ class TrainingJob(PollingJob):
         return self.outputFolder / EVENTS_FILE_NAME
 
     def command(self, inputPaths, validationPath=None) -> list[str]:
+        settings = (
+            ["--resume", "--epochs", str(int(self.options.epochs))]
+            if self.resume
+            else self.options.commandArguments()
+        )
         command = [
             self.python,
             "-m",
@@ -260,7 +319,7 @@ class TrainingJob(PollingJob):
             *map(str, inputPaths),
             "--out",
             str(self.outputFolder),
-            *self.options.commandArguments(),
+            *settings,
             "--events",
             str(self.eventsFile),
             # No progress bar on stderr: progress comes from the events file, and stderr
@@ -272,29 +331,27 @@ class TrainingJob(PollingJob):
         return command + self.extraArguments
 
     def start(self) -> None:
-        import SimpleITK as sitk
-
         # Validation never creates the output folder (it runs on every keystroke): made here.
         ok, why = validateWritableFolder(
             self.outputFolder, "output folder for the trained model", create=True
         )
         if not ok:
             raise ValueError(why)
-        self.tempDir = Path(tempfile.mkdtemp(prefix="CLADE-train-", dir=self.tempRoot))
+        inputs = self.outputFolder / INPUTS_FOLDER_NAME
+        made = []
         try:
-            inputPaths = []
-            for index, node in enumerate(self.volumeNodes):
-                path = self.tempDir / f"{index:03d}_{_safeName(node.GetName())}.nrrd"
-                sitk.WriteImage(imageFromVolumeNode(node), str(path))
-                inputPaths.append(path)
-            if self.folder:
-                inputPaths += volumeFilesInFolder(self.folder)
-            validationPath = None
-            if self.validationNode is not None:
-                validationPath = (
-                    self.tempDir / f"validation_{_safeName(self.validationNode.GetName())}.nrrd"
-                )
-                sitk.WriteImage(imageFromVolumeNode(self.validationNode), str(validationPath))
+            inputPaths, validationPath = [], None
+            if not self.resume:  # a resumed run reuses the inputs its record names
+                for index, node in enumerate(self.volumeNodes):
+                    path = inputs / f"{index:03d}_{_safeName(node.GetName())}.nrrd"
+                    made.append(self._export(node, path))
+                    inputPaths.append(path)
+                if self.folder:
+                    inputPaths += volumeFilesInFolder(self.folder)
+                if self.validationNode is not None:
+                    name = f"validation_{_safeName(self.validationNode.GetName())}.nrrd"
+                    validationPath = self._export(self.validationNode, inputs / name)
+                    made.append(validationPath)
             self.worker = WorkerProcess(
                 self.command(inputPaths, validationPath),
                 env=CoreLocator.workerEnvironment(),
@@ -302,10 +359,19 @@ class TrainingJob(PollingJob):
             )
             self.worker.start()
         except Exception:
-            shutil.rmtree(self.tempDir, ignore_errors=True)
+            for path in made:
+                path.unlink(missing_ok=True)
             raise
+        # The scene is not observed: the worker needs none of its nodes (see the module text).
         self.state = self.RUNNING
-        self._observeSceneClose(self.volumeNodes[0] if self.volumeNodes else None)
+
+    @staticmethod
+    def _export(node, path: Path) -> Path:
+        import SimpleITK as sitk
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(imageFromVolumeNode(node), str(path))
+        return path
 
     def _onEvent(self, event: dict) -> None:
         # poll() returns the events too: the widget redraws the plot when a step arrived.

@@ -376,3 +376,18 @@ class PollingJob:
                 break
             time.sleep(interval)
         return self.state
+
+
+def formatSeconds(seconds) -> str:
+    """A job's time left in words, for its progress bar.
+
+    Example:
+        >>> formatSeconds(3725), formatSeconds(75), formatSeconds(None)
+        ('1 h 02 min', '1 min 15 s', '0 s')
+    """
+    seconds = int(round(seconds or 0))
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    if seconds >= 60:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds} s"
