@@ -57,10 +57,10 @@ def read_dicom_folder(folder: Path) -> sitk.Image:
         check_utf8_name(name, "DICOM file")
     modality = check_slice_positions(files, folder)
     reader.SetFileNames(files)
-    from .volume_io import native_stderr_held_back
+    from .volume_io import itk_warnings_off, native_stderr_held_back
 
     try:
-        with native_stderr_held_back():
+        with native_stderr_held_back(), itk_warnings_off():
             image = reader.Execute()
     except RuntimeError:
         raise CladeError(

@@ -97,18 +97,28 @@ def check_outputs_spare_inputs(
         >>> check_outputs_spare_inputs(["a/in.nrrd"], ["a/in.nrrd"])
         Traceback (most recent call last):
         ...
-        CLADE.errors.CladeError: The output a/in.nrrd would overwrite a/in.nrrd, which the input a/in.nrrd reads: choose another output name so the input is kept.
+        CLADE.errors.CladeError: The output a/in.nrrd is the input: choose another output path so the input is kept.
     """
-    read = [(source, f) for source in inputs for f in files_read_by(source)]
+    read: dict = {}
+    for source in inputs:
+        for used in files_read_by(source):
+            for key in _identities(used):
+                read.setdefault(key, (source, used))
     for output in outputs:
         for written in files_written_by(output):
-            for source, used in read:
-                if _same_file(written, used):
+            hit = next((read[k] for k in _identities(written) if k in read), None)
+            if hit is not None:
+                source, used = hit
+                if written == Path(output) and used == Path(source):
                     raise CladeError(
-                        f"The output {display(output)} would overwrite {display(used)}, which the "
-                        f"input {display(source)} reads: choose another output name so the input "
-                        "is kept."
+                        f"The output {display(output)} is the input: choose another output path "
+                        "so the input is kept."
                     )
+                raise CladeError(
+                    f"The output {display(output)} would overwrite {display(used)}, which the "
+                    f"input {display(source)} reads: choose another output name so the input "
+                    "is kept."
+                )
 
 
 def check_name_lengths(output: str | os.PathLike) -> None:
@@ -137,12 +147,14 @@ def check_name_lengths(output: str | os.PathLike) -> None:
             )
 
 
-def _same_file(first: Path, second: Path) -> bool:
-    if os.path.abspath(first) == os.path.abspath(second):
-        return True
+def _identities(path: Path) -> list:
+    """Keys under which two names are the same file: the resolved path, and for an existing
+    file its device and inode (a hard link, another case on a case-insensitive disk)."""
+    keys: list = [os.path.abspath(path)]
     try:
-        if first.resolve() == second.resolve():
-            return True
-        return first.exists() and second.exists() and os.path.samefile(first, second)
-    except OSError:
-        return False
+        keys.append(str(Path(path).resolve()))
+        status = os.stat(path)
+        keys.append((status.st_dev, status.st_ino))
+    except (OSError, RuntimeError):
+        pass
+    return keys

@@ -96,3 +96,14 @@ def test_ct_model_on_an_mr_series_warns(tmp_path, caplog):
         run(image, SuperResolutionRequest(model=model, device="cpu"))
     warned = [r.getMessage() for r in caplog.records if "modality MR" in r.getMessage()]
     assert warned and "trained on CT" in warned[0] and "use the mri model" in warned[0]
+
+
+def test_folder_holding_one_multi_frame_file_is_read(tmp_path):
+    # The series reader returns one multi-frame file as 48x48x8x1: it was "a 2D image".
+    folder = tmp_path / "multiframe"
+    folder.mkdir()
+    sitk.WriteImage(
+        sitk.Cast(make_volume(size=(48, 48, 8)), sitk.sitkUInt16), str(folder / "mf.dcm")
+    )
+    image = read_volume(folder)
+    assert image.GetSize() == (48, 48, 8) and image.GetSpacing() == pytest.approx((1, 1, 4))
