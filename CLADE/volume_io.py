@@ -1,9 +1,12 @@
 """Reading and writing volumes through SimpleITK, with checks that turn bad input into one sentence.
 
 Supported inputs: NRRD (.nrrd, .nhdr), NIfTI (.nii, .nii.gz), MetaImage (.mha, .mhd) and a folder
-holding one DICOM series. A file whose header has a zero or negative spacing, or whose data is
-shorter than its header says, is refused (:mod:`CLADE.volume_headers`), and so is a DICOM series
-with unevenly spaced slices (a missing slice). Outputs are written to a temporary name in the
+holding one DICOM series. What ITK would read silently wrong is refused first from the file's own
+header (:mod:`CLADE.header_checks`: truncated data, bad spacings or origins, NIfTI qform/sform
+disagreement, NaN voxels, directions that are not a rotation), and so is a DICOM series with a
+missing slice, a gantry tilt or mixed orientations (:mod:`CLADE.dicom_series`). Names that are
+not UTF-8, and outputs that would write over any file an input reads, are refused before any
+work (:mod:`CLADE.file_names`). Outputs are written to a temporary name in the
 destination folder (both files of a header/data pair), checked, and renamed into place
 (:func:`CLADE.atomic_files.write_atomically`), so a crash, a cancel or a full disk never leaves a
 half-written file behind nor replaces an earlier good one.
