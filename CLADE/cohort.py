@@ -3,13 +3,13 @@
 ``clade super-resolve INPUT... --out-dir DIR``: an INPUT is a volume file, a folder of volumes,
 or a DICOM series folder. Each volume gives ``DIR/<name>_clade<ending>`` (its own ending, NRRD for
 a DICOM series, or ``--out-format``). The plan is checked whole before any work: an empty folder,
-a folder without volumes, an output folder that is a file or cannot be written, or two inputs that
-would write the same output name, or an output that would write over a file an input reads, are
+a folder without volumes, an output folder that is a file or cannot be written, two inputs that
+would write the same output name, or an output that would write over a file an input reads are
 refused in one sentence. Outputs of an earlier run in DIR (``*_clade``) are never inputs, so DIR
-may be the input folder itself. Then every input runs through the
-pipeline; an output that already exists is skipped (outputs are written under a temporary name and
-renamed when complete, so an existing one is finished), unless ``--overwrite``; a bad input is
-reported in one sentence naming it and the others go on.
+may be the input folder itself. Then every input runs through the pipeline; an output that
+already exists is skipped (outputs are written under a temporary name and renamed when complete,
+so an existing one is finished), unless ``--overwrite``; a bad input (a name that is not UTF-8
+included) is reported in one sentence naming it and the others go on.
 
 Under ``torchrun --nproc_per_node N``, rank ``r`` of ``N`` takes inputs ``r, r + N, ...`` (a
 disjoint share, so every output is written exactly once) and, where there are GPUs, GPU
