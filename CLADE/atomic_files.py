@@ -28,6 +28,7 @@ folder). Here the temporary file is created like any ``open(path, "w")`` would c
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import re
 import secrets
@@ -223,7 +224,8 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     """
     path = Path(path)
     folder = path.resolve().parent
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)-[0-9a-f]{{8}}\.partial")
+    base = re.escape(_temporary_base(path.name))
+    pattern = re.compile(rf"\.{base}\.(\d+)-[0-9a-f]{{8}}\.partial")
     removed = []
     try:
         entries = list(folder.iterdir())
@@ -252,8 +254,23 @@ def discard(temporary: str | os.PathLike) -> None:
         pass
 
 
+#: Output names longer than this (bytes) get a shortened temporary name: the temporary adds ~35
+#: bytes, and a legal 247-byte name would otherwise fail only at the end ("File name too long").
+SHORTEN_NAMES_OVER = 160
+
+
+def _temporary_base(name: str) -> str:
+    """``name``, or for a long one its first 100 bytes plus a hash of the whole (the same
+    every time, so stale temporaries of the same output are still recognised)."""
+    raw = os.fsencode(name)
+    if len(raw) <= SHORTEN_NAMES_OVER:
+        return name
+    digest = hashlib.sha256(raw).hexdigest()[:8]
+    return f"{raw[:100].decode('utf-8', 'ignore')}~{digest}"
+
+
 def _temporary_name(path: Path, suffix: str) -> str:
-    return f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{suffix}"
+    return f".{_temporary_base(path.name)}.{os.getpid()}-{secrets.token_hex(4)}{suffix}"
 
 
 def _process_alive(pid: int) -> bool:

@@ -3,11 +3,13 @@
 ``clade super-resolve INPUT... --out-dir DIR``: an INPUT is a volume file, a folder of volumes,
 or a DICOM series folder. Each volume gives ``DIR/<name>_clade<ending>`` (its own ending, NRRD for
 a DICOM series, or ``--out-format``). The plan is checked whole before any work: an empty folder,
-a folder without volumes, an output folder that is a file or cannot be written, or two inputs that
-would write the same output name are refused in one sentence. Then every input runs through the
-pipeline; an output that already exists is skipped (outputs are written under a temporary name and
-renamed when complete, so an existing one is finished), unless ``--overwrite``; a bad input is
-reported in one sentence naming it and the others go on.
+a folder without volumes, an output folder that is a file or cannot be written, two inputs that
+would write the same output name, or an output that would write over a file an input reads are
+refused in one sentence. Outputs of an earlier run in DIR (``*_clade``) are never inputs, so DIR
+may be the input folder itself. Then every input runs through the pipeline; an output that
+already exists is skipped (outputs are written under a temporary name and renamed when complete,
+so an existing one is finished), unless ``--overwrite``; a bad input (a name that is not UTF-8
+included) is reported in one sentence naming it and the others go on.
 
 Under ``torchrun --nproc_per_node N``, rank ``r`` of ``N`` takes inputs ``r, r + N, ...`` (a
 disjoint share, so every output is written exactly once) and, where there are GPUs, GPU
@@ -23,6 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import Cancelled, CladeError
+from .file_names import check_outputs_spare_inputs, display
 from .volume_files import expand_inputs, is_dicom_folder, volume_stem, volume_suffix
 
 #: Output endings ``--out-format`` accepts (``same``: the input's own).
@@ -70,7 +73,9 @@ def plan_cohort(
         path = Path(item)
         found, _ = expand_inputs([path], role="input")
         if path.is_dir() and not is_dicom_folder(path):
-            found = [f for f in found if f.is_dir() or volume_suffix(f)]
+            found = [
+                f for f in found if (f.is_dir() or volume_suffix(f)) and not _earlier_output(f, out)
+            ]
             if not found:
                 raise CladeError(
                     f"The input folder {path} holds no NRRD, NIfTI or MetaImage volume and no "
@@ -88,8 +93,18 @@ def plan_cohort(
             )
         claimed[key] = source
         items.append(CohortItem(source, output))
+    check_outputs_spare_inputs([item.output for item in items], sources)
     _check_out_dir(out)  # created only once the whole plan holds
     return items
+
+
+def _earlier_output(path: Path, out: Path) -> bool:
+    """True for an output of an earlier run in ``out`` (``*_clade``): never an input again."""
+    try:
+        in_out_dir = out.exists() and path.parent.resolve() == out.resolve()
+    except OSError:
+        return False
+    return in_out_dir and volume_stem(path).endswith(OUTPUT_TAG)
 
 
 def _output_name(source: Path, out_format: str) -> str:
@@ -99,7 +114,8 @@ def _output_name(source: Path, out_format: str) -> str:
         ending = ".nrrd"  # a DICOM series: one file holding the volume
     else:
         ending = volume_suffix(source) or ".nrrd"
-    return f"{volume_stem(source)}{OUTPUT_TAG}{ending}"
+    # abspath: the input "." (a DICOM folder) is named after the folder, not "".
+    return f"{volume_stem(os.path.abspath(source))}{OUTPUT_TAG}{ending}"
 
 
 def _check_out_dir(out: Path) -> None:
@@ -194,8 +210,8 @@ def format_summary(outcomes: list[CohortOutcome]) -> str:
     """
     rows = [("input", "status", "seconds", "output / reason")]
     for o in outcomes:
-        detail = str(o.item.output) if o.status == "done" else o.note
-        rows.append((o.item.source.name, o.status, f"{o.seconds:.1f}", detail))
+        detail = display(o.item.output) if o.status == "done" else o.note
+        rows.append((display(o.item.source.name), o.status, f"{o.seconds:.1f}", detail))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = [
         f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}".rstrip()

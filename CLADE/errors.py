@@ -28,3 +28,18 @@ class Cancelled(CladeError):
 
     def __init__(self, message: str = "Cancelled: nothing was written.") -> None:
         super().__init__(message)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a command; ``str(error)`` says what was (not) written.
+
+    ``exit_code`` is 130 for Ctrl-C and 143 (128 + 15) for SIGTERM, as shells report them.
+
+    Example:
+        >>> str(Interrupted("2 of 3 outputs were written.", 143)), Interrupted().exit_code
+        ('2 of 3 outputs were written.', 130)
+    """
+
+    def __init__(self, message: str = "nothing was written.", exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

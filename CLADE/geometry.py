@@ -61,6 +61,13 @@ def detect_thick_axis(spacing, override: int | None = None) -> int:
         axis = int(np.argmax(spacing))
     finest_in_plane = min(s for i, s in enumerate(spacing) if i != axis)
     if spacing[axis] < MIN_ANISOTROPY * finest_in_plane:
+        thickest = int(np.argmax(spacing))
+        if override is not None and spacing[thickest] >= MIN_ANISOTROPY * min(spacing):
+            raise CladeError(
+                f"The thick axis {axis} you gave has slices no thicker than the others (spacing "
+                f"{_fmt(spacing)} mm): the thick slices run along axis {thickest}, so give "
+                f"--thick-axis {thickest} or leave it out."
+            )
         raise CladeError(
             f"The volume is already nearly isotropic (spacing {_fmt(spacing)} mm, thick axis "
             f"{axis}): there are no thick slices to super-resolve; use it as it is."

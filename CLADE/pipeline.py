@@ -184,6 +184,7 @@ def run(
     image = as_3d(image)
     check_volume(image)
     model, chosen = resolve_request(request)
+    _warn_modality(image, model)
     axis = detect_thick_axis(image.GetSpacing(), request.thick_axis)
     _check_size(image, axis)
     slice_axes = lr_slice_axes(image, axis, request.plane)
@@ -317,6 +318,26 @@ def _adapt(volume, window, axis, lr_axes, ratio, model, request, reporter, cance
     del prepared
     log.info(result.summary())
     return result
+
+
+def _warn_modality(image: sitk.Image, model: LoadedModel) -> None:
+    """Warn when a DICOM series' Modality tag names another modality than the model's."""
+    from .dicom_series import MODALITY_KEY
+
+    if not image.HasMetaDataKey(MODALITY_KEY):
+        return
+    found = image.GetMetaData(MODALITY_KEY).strip().upper()
+    expected = str(model.metadata.get("modality", "")).strip().upper()
+    if {found, expected} <= {"MR", "CT"} and found != expected:
+        log.warning(
+            "the input is a DICOM series of modality %s but the model %r was trained on %s: "
+            "its output will not be a faithful %s image; use the %s model.",
+            found,
+            model.name,
+            expected,
+            found,
+            "mri" if found == "MR" else "ct",
+        )
 
 
 def _check_size(image: sitk.Image, thick_axis: int) -> None:

@@ -84,9 +84,22 @@ def resolve_model(
                 "(damaged or modified): reinstall CLADE."
             )
         return load_model(path, device)
+    shipped = ", ".join(entries) or "none shipped yet"
+    if not text.strip():
+        raise CladeError(
+            f"The model name is empty: give a model file path or a shipped model ({shipped})."
+        )
+    if Path(text).is_dir():
+        raise CladeError(
+            f"The model {text} is a folder: give a model file (.pt) in it, or a shipped model "
+            f"({shipped})."
+        )
+    if Path(text).exists() and not Path(text).is_file():
+        raise CladeError(
+            f"The model {text} is not a regular file (a device or pipe): give a model file (.pt)."
+        )
     if Path(text).suffix or os.sep in text or Path(text).exists():
         return load_model(text, device)
-    shipped = ", ".join(entries) or "none shipped yet"
     raise CladeError(
         f"Unknown model {text!r}: give a model file path or one of the shipped models ({shipped})."
     )

@@ -77,6 +77,9 @@ def expand_inputs(
         if not entries:
             raise CladeError(f"The {role} folder {path} is empty: put volumes in it.")
         for entry in entries:
+            if not _utf8(entry):
+                candidates.append(entry)  # refused in one sentence when it is read
+                continue
             if entry.is_file() and entry.name.lower().endswith(DATA_COMPANION_SUFFIXES):
                 continue  # pixel data of a .mhd/.nhdr/.hdr header listed next to it
             if entry.is_dir() and not is_dicom_folder(entry):
@@ -88,7 +91,7 @@ def expand_inputs(
 
 def is_dicom_folder(path: Path) -> bool:
     """True when ``path`` is a folder holding at least one DICOM series."""
-    if not path.is_dir():
+    if not path.is_dir() or not _utf8(path):  # SimpleITK aborts on a non-UTF-8 name
         return False
     # GDCM warns on stderr about every folder without a series; that is the normal case here.
     shown = sitk.ProcessObject.GetGlobalWarningDisplay()
@@ -97,3 +100,11 @@ def is_dicom_folder(path: Path) -> bool:
         return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)))
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+
+
+def _utf8(path: Path) -> bool:
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -1,9 +1,12 @@
 """Reading and writing volumes through SimpleITK, with checks that turn bad input into one sentence.
 
 Supported inputs: NRRD (.nrrd, .nhdr), NIfTI (.nii, .nii.gz), MetaImage (.mha, .mhd) and a folder
-holding one DICOM series. A file whose header has a zero or negative spacing, or whose data is
-shorter than its header says, is refused (:mod:`CLADE.volume_headers`), and so is a DICOM series
-with unevenly spaced slices (a missing slice). Outputs are written to a temporary name in the
+holding one DICOM series. What ITK would read silently wrong is refused first from the file's own
+header (:mod:`CLADE.header_checks`: truncated data, bad spacings or origins, NIfTI qform/sform
+disagreement, NaN voxels, directions that are not a rotation), and so is a DICOM series with a
+missing slice, a gantry tilt or mixed orientations (:mod:`CLADE.dicom_series`). Names that are
+not UTF-8, and outputs that would write over any file an input reads, are refused before any
+work (:mod:`CLADE.file_names`). Outputs are written to a temporary name in the
 destination folder (both files of a header/data pair), checked, and renamed into place
 (:func:`CLADE.atomic_files.write_atomically`), so a crash, a cancel or a full disk never leaves a
 half-written file behind nor replaces an earlier good one.
@@ -27,7 +30,20 @@ import numpy as np
 import SimpleITK as sitk
 
 from .atomic_files import write_atomically
+from .dicom_series import read_dicom_folder
 from .errors import CladeError
+from .file_names import (
+    check_name_lengths,
+    check_outputs_spare_inputs,
+    check_utf8_name,
+)
+from .header_checks import (
+    ORTHONORMAL_TOLERANCE,
+    _truncated_message,
+    check_geometry,
+    check_header,
+    explain_unreadable,
+)
 from .volume_headers import read_header_facts
 
 #: File endings SimpleITK can write and that we accept for outputs.
@@ -62,52 +78,44 @@ def read_volume(path: str | os.PathLike) -> sitk.Image:
         (8, 8, 4)
     """
     path = Path(path)
+    check_utf8_name(path, "input")
     if not path.exists():
         raise CladeError(f"The input {path} does not exist: check the path.")
     if path.is_dir():
-        image = _read_dicom_folder(path)
+        image = read_dicom_folder(path)
     else:
-        _check_header(path)
+        check_header(path)
         held = HeldBack()
         try:
-            with native_stderr_held_back() as held:
+            with native_stderr_held_back() as held, itk_warnings_off():
                 image = sitk.ReadImage(str(path))
         except RuntimeError as error:
             # NRRD says so in its exception, MetaImage only on stderr.
             if _TRUNCATED.search(str(error) + held.text):
                 raise CladeError(_truncated_message(path)) from None
             raise CladeError(
-                f"{path} is not an image SimpleITK can read: give a NRRD, NIfTI, MetaImage file "
-                "or a DICOM series folder."
+                explain_unreadable(path)
+                or f"{path} is not an image SimpleITK can read: give a NRRD, NIfTI, MetaImage "
+                "file or a DICOM series folder."
             ) from None
     check_volume(image, str(path))
-    return image
+    return as_3d(image)
 
 
 #: How ITK's NRRD and MetaImage readers say that the data ended early.
 _TRUNCATED = re.compile(r"not read completely|fread got only|bytes but received|unexpected end")
 
 
-def _truncated_message(path: Path, expected: int | None = None, present: int | None = None) -> str:
-    amount = f" ({present} of {expected} bytes)" if expected else ""
-    return (
-        f"{path} is truncated: it holds less data than its header describes{amount}, so part "
-        "of the volume is missing; copy or export the file again."
-    )
-
-
-def _check_header(path: Path) -> None:
-    """Refuse what ITK would read silently wrong: missing data, zero or negative spacing."""
-    facts = read_header_facts(path)
-    if facts.truncated:
-        raise CladeError(_truncated_message(path, facts.expected_bytes, facts.present_bytes))
-    for axis, value in enumerate(facts.spacing or ()):
-        if value is not None and not (value > 0 and np.isfinite(value)):
-            raise CladeError(
-                f"{path} has a spacing of {value:g} mm along axis {axis} in its header "
-                f"({facts.spacing_field}): a spacing must be positive, so fix the header "
-                "(where the file was made) before processing."
-            )
+@contextlib.contextmanager
+def itk_warnings_off():
+    """Silence ITK's own warnings (C++ file names and object addresses) while reading: what they
+    report is checked from the header and refused in one sentence instead."""
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
 class HeldBack:
@@ -151,75 +159,6 @@ def native_stderr_held_back():
                 os.write(2, raw)
 
 
-def _read_dicom_folder(folder: Path) -> sitk.Image:
-    reader = sitk.ImageSeriesReader()
-    series = reader.GetGDCMSeriesIDs(str(folder))
-    if not series:
-        raise CladeError(
-            f"The folder {folder} holds no DICOM series: give a volume file or a DICOM folder."
-        )
-    if len(series) > 1:
-        raise CladeError(
-            f"The folder {folder} holds {len(series)} DICOM series: put one series per folder."
-        )
-    files = reader.GetGDCMSeriesFileNames(str(folder), series[0])
-    check_slice_positions(files, folder)
-    reader.SetFileNames(files)
-    try:
-        with native_stderr_held_back():
-            return reader.Execute()
-    except RuntimeError:
-        raise CladeError(
-            f"The DICOM series in {folder} could not be read: check its files."
-        ) from None
-
-
-#: Slice gaps may differ from the series' usual gap by this fraction (rounding in the headers).
-SLICE_GAP_TOLERANCE = 0.01
-
-
-def check_slice_positions(files, folder: str | os.PathLike = "The DICOM series") -> None:
-    """Refuse a DICOM series whose slices are not evenly spaced (a missing or extra slice).
-
-    ITK stacks such a series at an averaged spacing after a warning, which puts every slice
-    after the gap in the wrong place. The positions are read from the slice headers only.
-
-    Example:
-        >>> check_slice_positions([])  # fewer than three slices: nothing to compare
-    """
-    if len(files) < 3:
-        return
-    reader = sitk.ImageFileReader()
-    positions = []
-    normal = None
-    for name in files:
-        reader.SetFileName(str(name))
-        try:
-            reader.ReadImageInformation()
-            position = [float(v) for v in reader.GetMetaData("0020|0032").split("\\")]
-            if normal is None:
-                cosines = [float(v) for v in reader.GetMetaData("0020|0037").split("\\")]
-                normal = np.cross(cosines[:3], cosines[3:6])
-        except (RuntimeError, ValueError, IndexError):
-            return  # no usable position tags: ITK's own reading decides
-        positions.append(float(np.dot(position[:3], normal)))
-    order = np.argsort(positions)
-    along = np.asarray(positions)[order]
-    gaps = np.diff(along)
-    usual = float(np.median(gaps))
-    allowed = max(SLICE_GAP_TOLERANCE * abs(usual), 1e-3)
-    odd = np.flatnonzero(np.abs(gaps - usual) > allowed)
-    if usual <= allowed or len(odd):
-        index = int(odd[0]) if len(odd) else int(np.argmin(gaps))
-        first, second = Path(files[order[index]]).name, Path(files[order[index + 1]]).name
-        raise CladeError(
-            f"The DICOM series in {folder} has unevenly spaced slices: {first} and {second} "
-            f"are {gaps[index]:.4g} mm apart where the others are {usual:.4g} mm apart (a "
-            "missing or extra slice), so the volume would be stacked with slices misplaced; "
-            "export the complete series again."
-        )
-
-
 def check_volume(image: sitk.Image, name: str = "The volume") -> None:
     """Raise :class:`CladeError` unless ``image`` is a 3D scalar volume with finite voxels.
 
@@ -229,6 +168,10 @@ def check_volume(image: sitk.Image, name: str = "The volume") -> None:
         ...
         CLADE.errors.CladeError: slice.png is a 2D image: CLADE needs a 3D volume with thick slices.
     """
+    if image.GetPixelID() in _COMPLEX:
+        raise CladeError(
+            f"{name} holds complex-valued voxels: give a real-valued (magnitude) volume."
+        )
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise CladeError(
             f"{name} is a vector or colour image with {image.GetNumberOfComponentsPerPixel()} "
@@ -238,18 +181,22 @@ def check_volume(image: sitk.Image, name: str = "The volume") -> None:
     size = image.GetSize()
     if dimension == 4 and size[3] == 1:
         dimension = 3
-    if dimension == 2 or (dimension == 3 and min(size) == 1):
+    if dimension == 2 or (dimension == 3 and min(size[:3]) == 1):
         raise CladeError(f"{name} is a 2D image: CLADE needs a 3D volume with thick slices.")
     if dimension != 3:
         raise CladeError(
             f"{name} has {dimension} dimensions: give a single 3D volume (split 4D series first)."
         )
+    check_geometry(image, name)
     array = sitk.GetArrayViewFromImage(image)
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         bad = int((~np.isfinite(array)).sum())
         raise CladeError(
             f"{name} has {bad} NaN or infinite voxels: fix or mask them before super-resolving."
         )
+
+
+_COMPLEX = (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64)
 
 
 def as_3d(image: sitk.Image) -> sitk.Image:
@@ -267,8 +214,9 @@ def as_3d(image: sitk.Image) -> sitk.Image:
 def check_output_path(output: str | os.PathLike, inputs: tuple = ()) -> Path:
     """Check that ``output`` can be written before any work starts, and return it as a Path.
 
-    Refuses unknown file endings, a missing or read-only folder, and an output that would
-    overwrite one of ``inputs``.
+    Refuses names that are not UTF-8 or too long for the folder, unknown file endings, a missing
+    or read-only folder, and an output that would write over any file one of ``inputs`` reads
+    (a detached header's data file included: :func:`CLADE.file_names.check_outputs_spare_inputs`).
 
     Example:
         >>> check_output_path("/nonexistent-folder/out.nrrd")
@@ -277,6 +225,9 @@ def check_output_path(output: str | os.PathLike, inputs: tuple = ()) -> Path:
         CLADE.errors.CladeError: The output folder /nonexistent-folder does not exist: create it or choose another output path.
     """
     output = Path(output)
+    for path in inputs:
+        check_utf8_name(path, "input")
+    check_utf8_name(output, "output")
     if volume_suffix(output) not in WRITABLE_SUFFIXES:
         raise CladeError(
             f"Cannot tell the format of {output.name}: end the output name with one of "
@@ -295,12 +246,8 @@ def check_output_path(output: str | os.PathLike, inputs: tuple = ()) -> Path:
         raise CladeError(
             f"The output folder {folder} cannot be written: choose a folder you can write to."
         )
-    for path in inputs:
-        if Path(path).resolve() == output.resolve():
-            raise CladeError(
-                f"The output {output} is the input: choose another output path so the input is "
-                "kept."
-            )
+    check_name_lengths(output)
+    check_outputs_spare_inputs([output], inputs)
     return output
 
 
@@ -334,6 +281,7 @@ def write_volume(image: sitk.Image, output: str | os.PathLike, compress: bool = 
                 f"{output} could not be written completely ({facts.present_bytes} of "
                 f"{facts.expected_bytes} bytes); nothing was written under that name."
             )
+        check_written_geometry(image, name, output)
 
     try:
         with native_stderr_held_back():
@@ -351,6 +299,37 @@ def write_volume(image: sitk.Image, output: str | os.PathLike, compress: bool = 
             f"Could not write {output}: the image writer failed ({_itk_reason(error)})."
         ) from None
     return output
+
+
+def check_written_geometry(image: sitk.Image, written: str, output) -> None:
+    """Refuse a written file whose geometry is not ``image``'s (a writer that coerced it).
+
+    ITK's NIfTI writer, given a direction that is not a rotation, writes a nearby rotation
+    after printing one warning line: the output would silently move or shrink.
+    """
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(written)
+    with itk_warnings_off():
+        reader.ReadImageInformation()
+    dimension = image.GetDimension()
+    got = np.array(reader.GetDirection(), dtype=float)[: dimension * dimension]
+    checks = (
+        ("spacing", np.array(reader.GetSpacing()), np.array(image.GetSpacing()), 1e-4),
+        ("origin", np.array(reader.GetOrigin()), np.array(image.GetOrigin()), 1e-3),
+        # Looser than the others: a direction read as orthonormal within the tolerance of
+        # CLADE.header_checks may be orthonormalised by the writer by about as much.
+        ("direction", got, np.array(image.GetDirection(), dtype=float), 2 * ORTHONORMAL_TOLERANCE),
+    )
+    for what, written_value, wanted, tolerance in checks:
+        if written_value.shape != wanted.shape:
+            continue
+        scale = max(1.0, float(np.abs(wanted).max()))
+        if np.abs(written_value - wanted).max() > tolerance * scale:
+            raise CladeError(
+                f"{output} would not hold the volume's geometry (the writer changed its {what} "
+                f"from {np.round(wanted, 4).tolist()} to {np.round(written_value, 4).tolist()}), "
+                "so nothing was written: the grid is not one this format can store."
+            )
 
 
 def _itk_reason(error: RuntimeError) -> str:

@@ -13,7 +13,7 @@ import importlib
 import sys
 
 from .. import __version__
-from ..errors import CladeError
+from ..errors import CladeError, Interrupted
 
 #: Each subcommand's module and one-line help, in the order ``clade --help`` lists them.
 SUBCOMMANDS = {
@@ -76,9 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     except CladeError as error:
         print(f"clade: error: {error}", file=sys.stderr)
         return error.exit_code
-    except KeyboardInterrupt:
-        print("clade: interrupted: nothing was written.", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as error:
+        said = str(error) if isinstance(error, Interrupted) else "nothing was written."
+        print(f"clade: interrupted: {said}", file=sys.stderr)
+        return getattr(error, "exit_code", 130)
 
 
 if __name__ == "__main__":

@@ -120,18 +120,21 @@ def json_event(event: str, **fields) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import CladeError
+    from .signals import handled, raise_terminated
 
     mode = "none" if args.quiet else args.progress
     _configure_logging(mode)
     try:
-        if args.out_dir is not None:
-            return _run_cohort(args, mode)
-        if len(args.paths) != 2:
-            raise CladeError(
-                "Give INPUT OUTPUT for one volume, or one or more inputs with --out-dir DIR for "
-                f"a cohort (got {len(args.paths)} paths and no --out-dir)."
-            )
-        return _run_one(args, mode)
+        # SIGTERM (timeout, SLURM, docker stop) unwinds like Ctrl-C: no temporary is left.
+        with handled(raise_terminated):
+            if args.out_dir is not None:
+                return _run_cohort(args, mode)
+            if len(args.paths) != 2:
+                raise CladeError(
+                    "Give INPUT OUTPUT for one volume, or one or more inputs with --out-dir DIR "
+                    f"for a cohort (got {len(args.paths)} paths and no --out-dir)."
+                )
+            return _run_one(args, mode)
     except CladeError as error:
         if mode == "json":
             json_event("error", message=str(error))
@@ -211,6 +214,7 @@ def _run_cohort(args, mode: str) -> int:
     _warn_untrained(model, mode)
     prefix = f"rank {rank}/{world}: " if world > 1 else ""
     bars: list[ProgressBar] = []
+    finished: list = []
 
     def progress_for(item):
         for bar in bars:
@@ -224,6 +228,7 @@ def _run_cohort(args, mode: str) -> int:
         return bar
 
     def on_outcome(outcome):
+        finished.append(outcome)
         for bar in bars:
             bar.close()
         bars.clear()
@@ -242,20 +247,42 @@ def _run_cohort(args, mode: str) -> int:
                 file=sys.stderr,
             )
 
-    outcomes = run_cohort(
-        mine,
-        replace(request, model=model),
-        output_type=args.output_type,
-        overwrite=args.overwrite,
-        progress_for=progress_for,
-        on_outcome=on_outcome,
-    )
+    try:
+        outcomes = run_cohort(
+            mine,
+            replace(request, model=model),
+            output_type=args.output_type,
+            overwrite=args.overwrite,
+            progress_for=progress_for,
+            on_outcome=on_outcome,
+        )
+    except KeyboardInterrupt as error:
+        _interrupted_cohort(error, finished, len(mine), mode, bars)
     failed = sum(o.status == "failed" for o in outcomes)
     if mode == "json":
         json_event("done", inputs=len(outcomes), failed=failed, rank=rank, world=world)
     elif mode == "bar":
         print((f"rank {rank} of {world}:\n" if world > 1 else "") + format_summary(outcomes))
     return 2 if failed else 0
+
+
+def _interrupted_cohort(error: KeyboardInterrupt, finished: list, total: int, mode: str, bars):
+    """Ctrl-C or SIGTERM in a cohort: show what was done before saying so (outputs written
+    before the interruption are complete and stay)."""
+    from ..cohort import format_summary
+    from ..errors import Interrupted
+
+    for bar in bars:
+        bar.close()
+    if finished and mode == "bar":
+        print(format_summary(finished))
+    done = sum(o.status == "done" for o in finished)
+    raise Interrupted(
+        f"{done} of {total} outputs were written before it ({len(finished)} inputs finished"
+        f"{', listed above' if finished and mode == 'bar' else ''}); the input in progress was "
+        "not written.",
+        getattr(error, "exit_code", 130),
+    ) from None
 
 
 def _warn_untrained(model, mode: str) -> None:

@@ -29,11 +29,23 @@ from .arguments import (
     positive_float,
     positive_int,
 )
+from .signals import handled
 
 #: A thickness ratio (slice spacing over in-plane spacing) is at least 1.
 _ratio = float_in(1.0)
 #: Any finite number (an intensity window may be negative, e.g. HU).
 _finite = float_in()
+
+
+class _WindowAction(argparse.Action):
+    """``--window LOW HIGH``: refused at the parser unless LOW < HIGH (an empty window would
+    map every volume to one value, and training would skip them all)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        low, high = values
+        if not low < high:
+            raise argparse.ArgumentError(self, f"LOW must be below HIGH, got {low:g} {high:g}")
+        setattr(namespace, self.dest, values)
 
 
 def _typed(kind, help: str) -> dict:
@@ -160,6 +172,7 @@ _OPTIONS = {
             "--window",
             {
                 "nargs": 2,
+                "action": _WindowAction,
                 "type": _finite,
                 "metavar": ("LOW", "HIGH"),
                 "help": "fixed intensity window mapped to [-1, 1] (e.g. HU for CT) instead of "
@@ -260,10 +273,17 @@ def overrides(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import CladeError
     from ..training.distributed import end_process, launched_by_torchrun
     from ..training.sampling import VolumeSkipped
     from ..training.trainer import train
 
+    if args.val_reference and not args.val:
+        raise CladeError(
+            "--val-reference gives the isotropic truth of a --val volume, but no --val was "
+            "given: add --val VOLUME (one per reference, in the same order) or leave "
+            "--val-reference out."
+        )
     main_rank = os.environ.get("RANK", "0") == "0"
     stop = {"requested": False}
 
@@ -274,36 +294,25 @@ def run(args: argparse.Namespace) -> int:
         if main_rank:
             print("\nclade: stopping after this step and writing a checkpoint...", file=sys.stderr)
 
-    previous = {}
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
-            previous[signum] = signal.signal(signum, request_stop)
-        except ValueError:  # not the main thread (e.g. called from a GUI worker thread)
-            pass
-
     def show(message, category, filename, lineno, file=None, line=None) -> None:
         if main_rank and not args.quiet:
             prefix = "warning" if category is VolumeSkipped else category.__name__
             print(f"clade: {prefix}: {message}", file=sys.stderr)
 
-    try:
-        with warnings.catch_warnings():
-            warnings.showwarning = show
-            result = train(
-                args.data,
-                args.out,
-                overrides=overrides(args),
-                preset=args.preset,
-                val=args.val,
-                val_reference=args.val_reference,
-                resume=args.resume,
-                events=args.events,
-                cancel=lambda: stop["requested"],
-                progress_bar=not args.quiet,
-            )
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    with handled(request_stop, (signal.SIGINT, signal.SIGTERM)), warnings.catch_warnings():
+        warnings.showwarning = show
+        result = train(
+            args.data,
+            args.out,
+            overrides=overrides(args),
+            preset=args.preset,
+            val=args.val,
+            val_reference=args.val_reference,
+            resume=args.resume,
+            events=args.events,
+            cancel=lambda: stop["requested"],
+            progress_bar=not args.quiet,
+        )
     if main_rank and not args.quiet:
         print(f"clade: trained {len(result.history)} epochs; final model: {result.final_model}")
         if result.best_model is not None:

@@ -86,9 +86,14 @@ def box_values(image: sitk.Image, box: Box, physical: bool = False) -> np.ndarra
         start, stop = lower.astype(int), upper.astype(int)
     if (start < 0).any() or (stop > size).any() or (stop <= start).any():
         raise CladeError(
-            f"The box from {tuple(lower)} to {tuple(upper)} is empty or extends beyond the volume "
+            f"The box from {_point(lower)} to {_point(upper)} is empty or extends beyond the volume "
             f"(size {tuple(int(s) for s in size)} voxels): choose a box inside the image."
         )
     array = sitk.GetArrayViewFromImage(image)
     region = array[start[2] : stop[2], start[1] : stop[1], start[0] : stop[0]]
     return np.asarray(region, dtype=np.float64).ravel()
+
+
+def _point(values) -> str:
+    """``(30, 0, 2.5)``: plain numbers, not numpy's ``np.float64(30.0)``."""
+    return "(" + ", ".join(f"{float(v):g}" for v in values) + ")"

@@ -77,6 +77,9 @@ class ValidationSet:
                         f"voxels but the super-resolved {path} will have {_size(expected)}: give "
                         "the isotropic volume that validation volume was made from."
                     )
+                _check_reference_grid(
+                    reference, isotropic_grid(image, thick), references[index], path
+                )
             refs.append(reference)
         return cls(images, [str(v) for v in volumes], refs, plane, stride)
 
@@ -168,3 +171,25 @@ def reference_metrics(output: np.ndarray, reference: np.ndarray) -> dict[str, fl
         "psnr": float(metrics.psnr(reference, output)),
         "ssim": float(metrics.ssim(reference, output)),
     }
+
+
+def _check_reference_grid(reference: sitk.Image, grid, name, path) -> None:
+    """Refuse a reference that is not on the super-resolved volume's grid (as ``evaluate``
+    does): PSNR and SSIM of misaligned voxels would choose the best epoch at random."""
+    from ..evaluation import GRID_TOLERANCE
+
+    same = (
+        np.allclose(reference.GetSpacing(), grid.spacing, rtol=GRID_TOLERANCE, atol=0)
+        and np.allclose(reference.GetDirection(), grid.direction, rtol=0, atol=GRID_TOLERANCE)
+        and np.allclose(
+            reference.GetOrigin(), grid.origin, rtol=0, atol=GRID_TOLERANCE * 10 * min(grid.spacing)
+        )
+    )
+    if not same:
+        origin = ", ".join(f"{v:.4g}" for v in reference.GetOrigin())
+        wanted = ", ".join(f"{v:.4g}" for v in grid.origin)
+        raise CladeError(
+            f"The reference {name} is not on the grid the super-resolved {path} will have "
+            f"(origin {origin} vs {wanted}, or another spacing or direction): give the isotropic "
+            "volume that validation volume was made from."
+        )
