@@ -2,7 +2,8 @@
 
 ``clade super-resolve INPUT... --out-dir DIR``: an INPUT is a volume file, a folder of volumes,
 or a DICOM series folder. Each volume gives ``DIR/<name>_clade<ending>`` (its own ending, NRRD for
-a DICOM series, or ``--out-format``). The plan is checked whole before any work: an empty folder,
+a DICOM series, or ``--out-format``), and with ``--error-map`` its error map
+``DIR/<name>_clade_error<ending>``. The plan is checked whole before any work: an empty folder,
 a folder without volumes, an output folder that is a file or cannot be written, or two inputs that
 would write the same output name are refused in one sentence. Then every input runs through the
 pipeline; an output that already exists is skipped (outputs are written under a temporary name and
@@ -102,6 +103,18 @@ def _output_name(source: Path, out_format: str) -> str:
     return f"{volume_stem(source)}{OUTPUT_TAG}{ending}"
 
 
+def error_map_output(output: str | os.PathLike) -> Path:
+    """Where the error map of ``output`` goes: its name with ``_error`` after the stem.
+
+    Example:
+        >>> error_map_output("out/a_clade.nii.gz").as_posix()
+        'out/a_clade_error.nii.gz'
+    """
+    output = Path(output)
+    ending = volume_suffix(output) or output.suffix
+    return output.with_name(f"{output.name[: len(output.name) - len(ending)]}_error{ending}")
+
+
 def _check_out_dir(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -167,7 +180,12 @@ def run_cohort(
             try:
                 progress = progress_for(item) if progress_for else None
                 result = super_resolve_file(
-                    item.source, item.output, request, output_type=output_type, progress=progress
+                    item.source,
+                    item.output,
+                    request,
+                    output_type=output_type,
+                    progress=progress,
+                    error_map_path=error_map_output(item.output) if request.error_map else None,
                 )
                 outcome = CohortOutcome(
                     item, "done", time.perf_counter() - started, result.summary()
