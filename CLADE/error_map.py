@@ -117,7 +117,9 @@ class ErrorRegressor:
         generator = torch.Generator().manual_seed(self.seed)
         x = torch.from_numpy(np.ascontiguousarray(features, np.float32))
         y = torch.from_numpy(np.ascontiguousarray(errors, np.float32))
-        self.mean, self.std = x.mean(0), x.std(0).clamp_min(1e-6)
+        # A floor on the spread: a feature that is constant on the pairs (an identity network
+        # changes nothing) must not turn a rounding difference into a huge input.
+        self.mean, self.std = x.mean(0), x.std(0).clamp_min(0.05)
         self.scale = float(y.mean().clamp_min(1e-8))
         x, y = (x - self.mean) / self.std, y / self.scale
         torch.manual_seed(self.seed)
@@ -128,14 +130,17 @@ class ErrorRegressor:
             torch.nn.Linear(self.hidden, self.hidden),
             torch.nn.SiLU(),
             torch.nn.Linear(self.hidden, 1),
-            torch.nn.Softplus(),
         )
         optimiser = torch.optim.Adam(self.network.parameters(), lr=3e-3)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, self.steps)
         batch = min(4096, len(x))
         for _ in range(self.steps):
             index = torch.randint(len(x), (batch,), generator=generator)
-            loss = torch.nn.functional.mse_loss(self.network(x[index])[:, 0], y[index])
+            # Poisson deviance with a log link: its minimiser is the conditional mean (so the
+            # map is calibrated), and errors scale multiplicatively with the features, which
+            # carries over to the through-plane slices' somewhat higher contrast.
+            log_mean = self.network(x[index])[:, 0]
+            loss = (torch.exp(log_mean) - y[index] * log_mean).mean()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -151,7 +156,8 @@ class ErrorRegressor:
         out = np.empty(len(x), np.float32)
         for first in range(0, len(x), 1 << 18):
             chunk = (x[first : first + (1 << 18)] - self.mean) / self.std
-            out[first : first + len(chunk)] = self.network(chunk)[:, 0].numpy() * self.scale
+            log_mean = self.network(chunk)[:, 0].clamp(max=20.0)
+            out[first : first + len(chunk)] = torch.exp(log_mean).numpy() * self.scale
         return out.reshape(shape)
 
 
@@ -179,20 +185,23 @@ def training_pairs(
         >>> x.shape[1], bool(y.min() >= 0)
         (9, True)
     """
-    hr = lr_slice_stack(native, thick_axis, slice_axis)  # (thick index, slice axis, other)
     level = -1.0 + 2.0 * FOREGROUND_LEVEL
-    filled = np.flatnonzero((hr > level).mean(axis=(1, 2)) > 0.05)
-    if filled.size == 0:
-        filled = np.arange(hr.shape[0])
-    chosen = filled[np.unique(np.linspace(0, filled.size - 1, max_slices).round().astype(int))]
-    offset = (ratio - 1.0) / 2.0
-    sharp = np.ascontiguousarray(hr[chosen], np.float32)
-    degraded = np.stack([degrade_slice(s, ratio, offset) for s in sharp])
-    restored = np.asarray(run_stack(degraded), np.float32)
-    features = slice_features(restored, degraded, ratio)
-    errors = np.abs(restored - sharp)
-    mask = np.maximum(sharp, degraded) > level
-    x, y = features[mask], errors[mask]
+    xs, ys = [], []
+    # Both in-plane axes take the thick role in turn: twice the variety of structure, so that
+    # what the pairs teach depends less on one direction's anatomy.
+    for role in (slice_axis, 3 - thick_axis - slice_axis):
+        hr = lr_slice_stack(native, thick_axis, role)  # (thick index, role axis, the other)
+        filled = np.flatnonzero((hr > level).mean(axis=(1, 2)) > 0.05)
+        if filled.size == 0:
+            filled = np.arange(hr.shape[0])
+        picks = np.linspace(0, filled.size - 1, max_slices).round().astype(int)
+        sharp = np.ascontiguousarray(hr[filled[np.unique(picks)]], np.float32)
+        degraded = np.stack([degrade_slice(s, ratio, (ratio - 1.0) / 2.0) for s in sharp])
+        restored = np.asarray(run_stack(degraded), np.float32)
+        mask = np.maximum(sharp, degraded) > level
+        xs.append(slice_features(restored, degraded, ratio)[mask])
+        ys.append(np.abs(restored - sharp)[mask])
+    x, y = np.concatenate(xs), np.concatenate(ys)
     if len(y) > max_samples:
         keep = np.random.default_rng(seed).choice(len(y), max_samples, replace=False)
         x, y = x[keep], y[keep]

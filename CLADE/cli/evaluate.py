@@ -50,6 +50,12 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--report", help="write the table to FILE.json or FILE.csv")
     parser.add_argument("--figure", help="write the comparison figure to FILE.png")
+    parser.add_argument(
+        "--error-map",
+        metavar="MAP",
+        help="the error map of the first SR volume (clade super-resolve --error-map): shown "
+        "in the figure, beside the true error when --reference is given",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         check_report_path(args.report)
     if args.figure:
         check_figure_path(args.figure)
+    elif args.error_map:
+        raise CladeError("--error-map is shown in the figure: add --figure FILE.png.")
     signal_box = _parse_box(args.signal_box, "--signal-box")
     background_box = _parse_box(args.background_box, "--background-box")
 
@@ -69,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     names = _unique([volume_name(path) for path in args.sr])
     sr_images = [(name, read_volume(path)) for name, path in zip(names, args.sr)]
     reference = read_volume(args.reference) if args.reference else None
+    error_map = read_volume(args.error_map) if args.error_map else None
     comparison = prepare_comparison(
         input_image,
         sr_images,
@@ -94,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         print(f"clade: wrote {report.write(args.report)}")
     if args.figure:
-        print(f"clade: wrote {save_evaluation_figure(comparison, report, args.figure)}")
+        print(f"clade: wrote {save_evaluation_figure(comparison, report, args.figure, error_map)}")
     return 0
 
 
