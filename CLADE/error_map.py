@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.ndimage import gaussian_filter, gaussian_filter1d, sobel
+from scipy.ndimage import gaussian_filter, gaussian_filter1d, sobel, zoom
 
 from .degradation import degrade_slice
 from .geometry import lr_slice_stack
@@ -36,8 +36,11 @@ MAP_SIGMA = 1.0
 FOREGROUND_LEVEL = 0.05
 #: The summary flags voxels whose estimated error exceeds this fraction of the window.
 FLAG_FRACTION = 0.05
-#: At most this many HR slices are degraded and super-resolved to learn from.
-MAX_PAIR_SLICES = 24
+#: At most this many HR slices per in-plane direction are degraded and super-resolved.
+MAX_PAIR_SLICES = 16
+#: The regressor runs on every PREDICT_STEP-th pixel along both slice axes, and its prediction
+#: is interpolated back (the map is smooth at that scale anyway: features and map are smoothed).
+PREDICT_STEP = 2
 #: At most this many foreground pixels are used to fit the regressor.
 MAX_SAMPLES = 200_000
 _EPS = 1e-3
@@ -281,7 +284,10 @@ def estimate_error_map(
             features = slice_features(
                 normalise(out_stack[part]), normalise(spline_stack[part]), ratio
             )
-            target[part] += regressor.predict(features) * half_range
+            coarse = regressor.predict(features[:, ::PREDICT_STEP, ::PREDICT_STEP])
+            shape = features.shape[1:3]
+            factors = (1, shape[0] / coarse.shape[1], shape[1] / coarse.shape[2])
+            target[part] += zoom(coarse, factors, order=1, mode="nearest") * half_range
     if len(slice_axes) > 1:
         result /= np.float32(len(slice_axes))
     result = gaussian_filter(result, MAP_SIGMA).astype(np.float32)
