@@ -20,12 +20,14 @@ half range. ``models/cards/error-map.md`` measures the map on held-out volumes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter, gaussian_filter1d, sobel, zoom
 
 from .degradation import degrade_slice
+from .errors import CladeError
 from .geometry import lr_slice_stack
 
 #: Smoothing (pixels) of the per-pixel features and of the final map.
@@ -46,13 +48,27 @@ MAX_SAMPLES = 200_000
 _EPS = 1e-3
 
 
+def check_error_map_path(path, input_path, output) -> Path:
+    """The error map's file, checked before any work like the output's
+    (:func:`CLADE.volume_io.check_output_path`), and never the output itself."""
+    from .volume_io import check_output_path
+
+    checked = check_output_path(path, inputs=(input_path,))
+    if checked.resolve() == Path(output).resolve():
+        raise CladeError(
+            f"The error map and the output would both be written to {output}: give the error "
+            "map another file name."
+        )
+    return checked
+
+
 def thick_phase(rows: int, ratio: float) -> np.ndarray:
     """Distance (in thick-slice spacings, 0 to 0.5) of each output row from the nearest acquired
     slice centre. On CLADE's isotropic grid (:mod:`CLADE.geometry`) thick slice ``k`` is centred
     on output row ``(k + 0.5) * ratio - 0.5``.
 
     Example:
-        >>> thick_phase(6, 3.0).round(3).tolist()
+        >>> [round(float(v), 3) for v in thick_phase(6, 3.0)]
         [0.333, 0.0, 0.333, 0.333, 0.0, 0.333]
     """
     position = (np.arange(rows) - (ratio - 1.0) / 2.0) / ratio
@@ -220,7 +236,22 @@ class ErrorMap:
     flagged_fraction: float  #: fraction of the foreground estimated above ``level``
     pairs: int  #: pixels the regressor was fitted on
     seconds: float
-    units: str = ""  #: "HU" for CT; empty for MRI (the input's own units)
+    modality: str = ""  #: the model's: "CT" maps are in HU, others in the input's units
+
+    @property
+    def units(self) -> str:
+        return "HU" if self.modality.upper() == "CT" else ""
+
+    def stats(self) -> dict:
+        """What a run's statistics record about the map (JSON-ready)."""
+        return {
+            "level": self.level,
+            "flagged_fraction": self.flagged_fraction,
+            "pairs": self.pairs,
+            "seconds": self.seconds,
+            "modality": self.modality,
+            "summary": self.summary(),
+        }
 
     def summary(self) -> str:
         """One line for the terminal and the log."""
@@ -242,7 +273,7 @@ def estimate_error_map(
     ratio: float,
     run_stack,
     cancel=None,
-    units: str = "",
+    modality: str = "",
 ) -> ErrorMap:
     """The error map of ``output`` (numpy z, y, x, output units) super-resolved from
     ``spline`` (the same grid) of the input array ``native`` (all in output units).
@@ -251,15 +282,15 @@ def estimate_error_map(
     generator over a normalised stack (as :class:`CLADE.inference.StackInference.run`), and
     ``ratio`` the thick spacing over the output spacing. ``cancel`` is polled between slabs.
 
-    Example (an identity network on a smooth volume: small errors, the right units):
+    Example (an identity network; the map is on the output's grid, in its units):
         >>> from CLADE.normalisation import IntensityWindow
         >>> z, y, x = np.mgrid[0:24, 0:20, 0:20].astype(np.float32)
         >>> out = 100 + 50 * np.sin(x / 3) * np.cos(z / 4)
         >>> native = out[1::4]
         >>> m = estimate_error_map(native, out, out, IntensityWindow(50, 150), 2, [0], 4.0,
         ...                        lambda s: s)
-        >>> m.array.shape, m.array.dtype, bool(0 <= m.array.min() and m.array.max() < 20)
-        ((24, 20, 20), dtype('float32'), True)
+        >>> m.array.shape, m.array.dtype, bool(m.array.min() >= 0), m.level
+        ((24, 20, 20), dtype('float32'), True, 5.0)
     """
     import time
 
@@ -290,8 +321,8 @@ def estimate_error_map(
             target[part] += zoom(coarse, factors, order=1, mode="nearest") * half_range
     if len(slice_axes) > 1:
         result /= np.float32(len(slice_axes))
-    result = gaussian_filter(result, MAP_SIGMA).astype(np.float32)
+    gaussian_filter(result, MAP_SIGMA, output=result)  # in place: no third output-sized array
     level = float(FLAG_FRACTION * 2 * half_range)
-    foreground = normalise(spline) > -1.0 + 2.0 * FOREGROUND_LEVEL
+    foreground = spline > window.low + FOREGROUND_LEVEL * 2 * half_range
     flagged = float((result[foreground] > level).mean()) if foreground.any() else 0.0
-    return ErrorMap(result, level, flagged, pairs, time.perf_counter() - started, units)
+    return ErrorMap(result, level, flagged, pairs, time.perf_counter() - started, modality)

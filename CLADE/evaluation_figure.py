@@ -11,10 +11,9 @@ input, the spline baseline, each super-resolved volume, the reference when there
    the metrics of that volume under it;
 3. a full-width plot of the intensity along the cyan line, across that edge, one curve per
    volume, with the thick slices' centres marked;
-4. with an error map (:mod:`CLADE.error_map`, of the first super-resolved volume): the map's
-   central slice under that volume's column and, where there is a reference, the true error
-   ``|SR - reference|`` under the reference's, on one colour scale with its bar (in the
-   volumes' units) under the input's column.
+4. with an error map (:mod:`CLADE.error_map`, of the first super-resolved volume): the map
+   under that volume's column, over it under the spline's, the true error ``|SR - reference|``
+   under the reference's; one colour scale, its bar (the volumes' units) under the input's.
 
 One grey window for all panels (from the reference, else the spline). Drawn with matplotlib's
 Agg canvas (no display needed) at :data:`DPI`, at least :data:`MIN_WIDTH_PIXELS` wide; the PNG is
@@ -225,8 +224,9 @@ def _columns(comparison: Comparison, report: EvaluationReport):
 
 
 def _error_slices(comparison, names, arrays, error_map):
-    """Per plane, ``{column: (title, slice)}`` of the estimated and (with a reference) true
-    error of the first super-resolved volume; None without a map."""
+    """Per plane, ``{column: (title, slice, grey slice under it or None)}``: the estimated error
+    of the first super-resolved volume, alone and over that volume (under the spline's
+    column), and with a reference its true error; None without a map."""
     if error_map is None:
         return None
     if len(comparison.names) < 2:
@@ -238,7 +238,11 @@ def _error_slices(comparison, names, arrays, error_map):
     if not same:  # e.g. a map of a volume on another grid: put it on the common one
         error_map = sitk.Resample(error_map, grid, sitk.Transform(), sitk.sitkLinear, 0.0)
     sr_column = names.index(comparison.names[1])
-    panels = {sr_column: ("Estimated error (error map)", sitk.GetArrayViewFromImage(error_map))}
+    estimate = sitk.GetArrayViewFromImage(error_map)
+    panels = {
+        names.index(comparison.names[0]): ("Error map over the result", estimate),
+        sr_column: ("Estimated error (error map)", estimate),
+    }
     if comparison.reference_index is not None:
         reference = arrays[names.index(comparison.names[comparison.reference_index])]
         truth = np.abs(np.asarray(arrays[sr_column], np.float64) - reference)
@@ -246,27 +250,40 @@ def _error_slices(comparison, names, arrays, error_map):
             f"True error |{_label(comparison.names[1])} - reference|",
             truth,
         )
-    return [
-        {
-            column: (title, _central_slice(array, slice_axis, comparison.thick_axis))
-            for column, (title, array) in panels.items()
-        }
-        for slice_axis in comparison.slice_axes
-    ]
+    overlay_column = names.index(comparison.names[0])
+    planes = []
+    for slice_axis in comparison.slice_axes:
+        under = _central_slice(arrays[sr_column], slice_axis, comparison.thick_axis)
+        planes.append(
+            {
+                column: (
+                    title,
+                    _central_slice(array, slice_axis, comparison.thick_axis),
+                    under if column == overlay_column else None,
+                )
+                for column, (title, array) in panels.items()
+            }
+        )
+    return planes
 
 
 def _draw_error_row(figure, grid, row0, names, panels, plane) -> None:
-    top = max(float(np.percentile(s, 99.0)) for _, s in panels.values())
+    top = max(float(np.percentile(s, 99.0)) for _, s, _ in panels.values())
     top = top if top > 0 else 1.0
     shown = dict(cmap="inferno", vmin=0.0, vmax=top, origin="lower", interpolation="nearest")
     image = None
-    for column, (title, image2d) in panels.items():
+    for column, (title, image2d, under) in panels.items():
         label = figure.add_subplot(grid[row0, column])
         label.axis("off")
         label.text(0.5, 0.25, f"{title}, {plane}", ha="center", va="bottom", fontsize=12,
                    fontweight="bold", transform=label.transAxes)  # fmt: skip
         axes = figure.add_subplot(grid[row0 + 1, column])
-        image = axes.imshow(image2d, **shown)
+        if under is not None:  # as the Slicer module shows it: a colour overlay on the result
+            low, high = np.percentile(under, (0.5, 99.5))
+            axes.imshow(under, cmap="gray", vmin=low, vmax=max(high, low + 1e-6), origin="lower")
+            axes.imshow(image2d, **shown, alpha=0.5)
+        else:
+            image = axes.imshow(image2d, **shown)
         _bare(axes)
     free = [c for c in range(len(names)) if c not in panels]
     if image is not None and free:

@@ -110,9 +110,7 @@ class PipelineResult:
             f"({'+'.join(s['planes'])}, {', '.join(extras)}), {s['seconds']:.1f} s, "
             f"{s['voxels_per_second'] / 1e6:.2f} Mvoxel/s on {s['device']}"
         )
-        if s.get("error_map"):
-            line += f"; {s['error_map']['summary']}"
-        return line
+        return line + (f"; {s['error_map']['summary']}" if s.get("error_map") else "")
 
 
 #: Back-compatible name of the result type.
@@ -243,11 +241,17 @@ def run(
     network_seconds = time.perf_counter() - network_started
     del volume
     error_map = None
-    if request.error_map:
-        units = "HU" if model.metadata.get("modality") == "CT" else ""
-        engine = StackInference(runner, chosen["tiling"], stride=chosen["stride"])
+    if request.error_map:  # pairs through the same generator, tiling and ensemble
+        pairs_engine = StackInference(runner, chosen["tiling"], stride=chosen["stride"])
+        modality = str(model.metadata.get("modality", ""))
         error_map = _estimate_error_map(
-            image, spline, output, window, (axis, slice_axes, ratio), engine, check_cancel, units
+            image,
+            spline,
+            output,
+            window,
+            (axis, slice_axes, ratio, pairs_engine),
+            check_cancel,
+            modality,
         )
         del spline
     result_image = _on_grid(output, work.grid)
@@ -280,19 +284,9 @@ def run(
         "model_trained": model.trained,
         "intensity_window": [window.low, window.high],
         "adapted": None if adaptation is None else bool(adaptation.improved),
-        "error_map": None,
+        "error_map": None if error_map is None else error_map.stats(),
     }
-    map_image = None
-    if error_map is not None:
-        map_image = _on_grid(error_map.array, work.grid)
-        stats["error_map"] = {
-            "level": error_map.level,
-            "flagged_fraction": error_map.flagged_fraction,
-            "pairs": error_map.pairs,
-            "seconds": error_map.seconds,
-            "modality": model.metadata.get("modality"),
-            "summary": error_map.summary(),
-        }
+    map_image = None if error_map is None else _on_grid(error_map.array, work.grid)
     return PipelineResult(result_image, stats, adaptation, map_image)
 
 
@@ -304,15 +298,13 @@ def _on_grid(array: np.ndarray, grid) -> sitk.Image:
     return image
 
 
-def _estimate_error_map(image, spline, output, window, axes, engine, check_cancel, units):
-    """The error map (:mod:`CLADE.error_map`), learnt from the input's own in-plane slices run
-    through the same generator, tiling and ensemble (``engine``) as the output."""
+def _estimate_error_map(image, spline, output, window, how, check_cancel, modality):
     from .error_map import estimate_error_map
 
-    axis, slice_axes, ratio = axes
+    axis, slice_axes, ratio, engine = how
     native = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
     result = estimate_error_map(
-        native, spline, output, window, axis, slice_axes, ratio, engine.run, check_cancel, units
+        native, spline, output, window, axis, slice_axes, ratio, engine.run, check_cancel, modality
     )
     log.info(result.summary())
     return result
@@ -429,12 +421,9 @@ def super_resolve_file(
     output = check_output_path(output_path, inputs=(input_path,))
     map_output = None
     if error_map_path is not None:
-        map_output = check_output_path(error_map_path, inputs=(input_path,))
-        if Path(map_output).resolve() == Path(output).resolve():
-            raise CladeError(
-                f"The error map and the output would both be written to {output}: give the "
-                "error map another file name."
-            )
+        from .error_map import check_error_map_path
+
+        map_output = check_error_map_path(error_map_path, input_path, output)
         request = replace(request, error_map=True)
     if image is None:
         image = read_volume(input_path)
