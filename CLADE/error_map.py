@@ -31,9 +31,9 @@ from .errors import CladeError
 from .geometry import lr_slice_stack
 
 #: Smoothing (pixels) of the per-pixel features and of the final map.
-FEATURE_SIGMA = 1.5
+FEATURE_SIGMA = 1.0
 WIDE_SIGMA = 4.0
-MAP_SIGMA = 1.0
+MAP_SIGMA = 0.5
 #: A voxel is foreground when above this fraction of the intensity window (as in training).
 FOREGROUND_LEVEL = 0.05
 #: The summary flags voxels whose estimated error exceeds this fraction of the window.
