@@ -2,7 +2,8 @@
 
 Measure PIQE, edge sharpness (and SNR, PSNR, SSIM when asked) of the cubic-spline upsampling of
 INPUT and of each super-resolved volume, on INPUT's isotropic grid. Prints a table; optionally
-writes it as JSON/CSV and draws a comparison figure.
+writes it as JSON/CSV and draws a comparison figure (with ``--error-map``, the first volume's
+error map beside its true error when a reference is given).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Super-resolve an anisotropic (thick-slice) MRI or CT volume onto an isotropic grid with a CLADE
 generator: ``clade super-resolve INPUT OUTPUT``, or a cohort with ``clade super-resolve
 INPUT... --out-dir DIR`` (an INPUT may be a folder of volumes or a DICOM series folder). Reads
-NRRD, NIfTI, MetaImage or DICOM.
+NRRD, NIfTI, MetaImage or DICOM. ``--error-map`` also writes the estimated error of every output
+voxel (``models/cards/error-map.md``).
 
 Progress goes to stderr as a bar per stage (``--progress bar``), or to stdout as JSON lines
 (``--progress json``, for programs such as the Slicer module; schema in :func:`json_event` and
