@@ -2,7 +2,8 @@
 
 ``clade super-resolve INPUT... --out-dir DIR``: an INPUT is a volume file, a folder of volumes,
 or a DICOM series folder. Each volume gives ``DIR/<name>_clade<ending>`` (its own ending, NRRD for
-a DICOM series, or ``--out-format``). The plan is checked whole before any work: an empty folder,
+a DICOM series, or ``--out-format``), and with ``--error-map`` its error map
+``DIR/<name>_clade_error<ending>``. The plan is checked whole before any work: an empty folder,
 a folder without volumes, an output folder that is a file or cannot be written, two inputs that
 would write the same output name, or an output that would write over a file an input reads are
 refused in one sentence. Outputs of an earlier run in DIR (``*_clade``) are never inputs, so DIR
@@ -31,6 +32,8 @@ from .volume_files import expand_inputs, is_dicom_folder, volume_stem, volume_su
 #: Output endings ``--out-format`` accepts (``same``: the input's own).
 OUT_FORMATS = ("same", "nrrd", "nii.gz", "nii", "mha")
 OUTPUT_TAG = "_clade"
+#: What an output's error map adds after its stem (``a_clade.nii.gz`` -> ``a_clade_error.nii.gz``).
+ERROR_MAP_TAG = "_error"
 
 
 @dataclass(frozen=True)
@@ -52,9 +55,13 @@ class CohortOutcome:
 
 
 def plan_cohort(
-    inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, out_format: str = "same"
+    inputs: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    out_format: str = "same",
+    error_maps: bool = False,
 ) -> list[CohortItem]:
-    """The inputs expanded into volumes, each with its output in ``out_dir``.
+    """The inputs expanded into volumes, each with its output in ``out_dir`` (``error_maps``:
+    each output's error map, :func:`error_map_output`, is checked against the inputs too).
 
     Example:
         >>> import tempfile, SimpleITK as sitk
@@ -93,18 +100,22 @@ def plan_cohort(
             )
         claimed[key] = source
         items.append(CohortItem(source, output))
-    check_outputs_spare_inputs([item.output for item in items], sources)
+    outputs = [item.output for item in items]
+    if error_maps:
+        outputs += [error_map_output(output) for output in outputs]
+    check_outputs_spare_inputs(outputs, sources)
     _check_out_dir(out)  # created only once the whole plan holds
     return items
 
 
 def _earlier_output(path: Path, out: Path) -> bool:
-    """True for an output of an earlier run in ``out`` (``*_clade``): never an input again."""
+    """True for an output of an earlier run in ``out`` (``*_clade``, and its error map
+    ``*_clade_error``): never an input again."""
     try:
         in_out_dir = out.exists() and path.parent.resolve() == out.resolve()
     except OSError:
         return False
-    return in_out_dir and volume_stem(path).endswith(OUTPUT_TAG)
+    return in_out_dir and volume_stem(path).endswith((OUTPUT_TAG, OUTPUT_TAG + ERROR_MAP_TAG))
 
 
 def _output_name(source: Path, out_format: str) -> str:
@@ -116,6 +127,19 @@ def _output_name(source: Path, out_format: str) -> str:
         ending = volume_suffix(source) or ".nrrd"
     # abspath: the input "." (a DICOM folder) is named after the folder, not "".
     return f"{volume_stem(os.path.abspath(source))}{OUTPUT_TAG}{ending}"
+
+
+def error_map_output(output: str | os.PathLike) -> Path:
+    """Where the error map of ``output`` goes: its name with ``_error`` after the stem.
+
+    Example:
+        >>> error_map_output("out/a_clade.nii.gz").as_posix()
+        'out/a_clade_error.nii.gz'
+    """
+    output = Path(output)
+    ending = volume_suffix(output) or output.suffix
+    stem = output.name[: len(output.name) - len(ending)]
+    return output.with_name(f"{stem}{ERROR_MAP_TAG}{ending}")
 
 
 def _check_out_dir(out: Path) -> None:
@@ -183,7 +207,12 @@ def run_cohort(
             try:
                 progress = progress_for(item) if progress_for else None
                 result = super_resolve_file(
-                    item.source, item.output, request, output_type=output_type, progress=progress
+                    item.source,
+                    item.output,
+                    request,
+                    output_type=output_type,
+                    progress=progress,
+                    error_map_path=error_map_output(item.output) if request.error_map else None,
                 )
                 outcome = CohortOutcome(
                     item, "done", time.perf_counter() - started, result.summary()

@@ -1,7 +1,8 @@
 """The main job in one call: super-resolve the shipped sample with the shipped MRI model.
 
-Writes, into one folder: the super-resolved volume, the cubic-spline baseline, a metrics table
-(terminal, JSON and CSV) and a spline-vs-CLADE figure. ``clade demo`` is its command line.
+Writes, into one folder: the super-resolved volume, its error map (:mod:`CLADE.error_map`), the
+cubic-spline baseline, a metrics table (terminal, JSON and CSV) and a spline-vs-CLADE figure with
+the error map as a panel. ``clade demo`` is its command line.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class DemoResult:
     """Where the demo put its outputs, and what it measured."""
 
     volume: Path
+    error_map: Path
     spline: Path
     figure: Path
     report_json: Path
@@ -61,19 +63,23 @@ def run_demo(
         raise CladeError(f"The output folder {out} cannot be written: choose another with --out.")
     image = read_volume(SAMPLE_PATH)
     loaded = resolve_model(model)
-    result = super_resolve(image, loaded, stride=stride, device=device, progress=progress)
+    result = super_resolve(
+        image, loaded, stride=stride, device=device, progress=progress, error_map=True
+    )
     comparison = prepare_comparison(image, [(f"CLADE ({loaded.name})", result.image)])
     report = measure(comparison)
 
     volume = write_volume(result.image, out / "pelvis_t2_clade.nii.gz")
+    error_map = write_volume(result.error_map, out / "pelvis_t2_clade_error.nii.gz")
     spline = write_volume(
         sitk.Cast(comparison.images[0], sitk.sitkFloat32), out / "pelvis_t2_spline.nii.gz"
     )
     report_json = report.write(out / "metrics.json")
     report_csv = report.write(out / "metrics.csv")
-    figure = save_evaluation_figure(comparison, report, out / "comparison.png")
+    figure = save_evaluation_figure(comparison, report, out / "comparison.png", result.error_map)
     return DemoResult(
         volume,
+        error_map,
         spline,
         figure,
         report_json,

@@ -10,7 +10,10 @@ input, the spline baseline, each super-resolved volume, the reference when there
    thick axis), as its own panel beside the others rather than an inset over the anatomy, with
    the metrics of that volume under it;
 3. a full-width plot of the intensity along the cyan line, across that edge, one curve per
-   volume, with the thick slices' centres marked.
+   volume, with the thick slices' centres marked;
+4. with an error map (:mod:`CLADE.error_map`, of the first super-resolved volume): the map
+   under that volume's column, over it under the spline's, the true error ``|SR - reference|``
+   under the reference's; one colour scale, its bar (the volumes' units) under the input's.
 
 One grey window for all panels (from the reference, else the spline). Drawn with matplotlib's
 Agg canvas (no display needed) at :data:`DPI`, at least :data:`MIN_WIDTH_PIXELS` wide; the PNG is
@@ -47,7 +50,9 @@ _CLADE_COLOUR = "tab:red"
 _OTHER_COLOURS = ("tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive")
 
 
-def figure_pixel_size(n_columns: int, slice_shapes: list[tuple[int, int]]) -> tuple[int, int]:
+def figure_pixel_size(
+    n_columns: int, slice_shapes: list[tuple[int, int]], error_rows: bool = False
+) -> tuple[int, int]:
     """(width, height) in pixels of the figure for ``n_columns`` volumes (the input included)
     and one LR plane per entry of ``slice_shapes`` (rows, columns of its slice, isotropic grid).
 
@@ -55,11 +60,11 @@ def figure_pixel_size(n_columns: int, slice_shapes: list[tuple[int, int]]) -> tu
         >>> figure_pixel_size(3, [(84, 160)])
         (1800, 1062)
     """
-    width, heights = _layout(n_columns, slice_shapes)
+    width, heights = _layout(n_columns, slice_shapes, error_rows)
     return int(round(width * DPI)), int(round(sum(heights) * DPI))
 
 
-def _layout(n_columns: int, slice_shapes) -> tuple[float, list[float]]:
+def _layout(n_columns: int, slice_shapes, error_rows: bool = False) -> tuple[float, list[float]]:
     width = max(MIN_WIDTH_PIXELS / DPI, n_columns * COLUMN_INCHES)
     column = width / n_columns
     heights: list[float] = []
@@ -68,13 +73,19 @@ def _layout(n_columns: int, slice_shapes) -> tuple[float, list[float]]:
         slice_height = column * 0.94 * rows / columns
         zoom_height = column * 0.94 / ZOOM_ASPECT
         heights += gap + [TITLE_INCHES, slice_height, zoom_height, METRICS_INCHES, PROFILE_INCHES]
+        if error_rows:
+            heights += [TITLE_INCHES, slice_height]
     return width, heights
 
 
 def save_evaluation_figure(
-    comparison: Comparison, report: EvaluationReport, path: str | os.PathLike
+    comparison: Comparison,
+    report: EvaluationReport,
+    path: str | os.PathLike,
+    error_map: sitk.Image | None = None,
 ) -> Path:
-    """Draw the comparison figure and write it as PNG (atomically) to ``path``."""
+    """Draw the comparison figure and write it as PNG (atomically) to ``path``; ``error_map``
+    (of the first super-resolved volume) adds its panels (module docstring, item 4)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -84,7 +95,10 @@ def save_evaluation_figure(
         [_central_slice(a, slice_axis, comparison.thick_axis) for a in arrays]
         for slice_axis in comparison.slice_axes
     ]
-    width, heights = _layout(len(names), [s[0].shape for s in slices_per_plane])
+    error_slices = _error_slices(comparison, names, arrays, error_map)
+    width, heights = _layout(
+        len(names), [s[0].shape for s in slices_per_plane], error_map is not None
+    )
     figure = Figure(figsize=(width, sum(heights)), dpi=DPI)
     FigureCanvasAgg(figure)
     grid = figure.add_gridspec(
@@ -160,6 +174,9 @@ def save_evaluation_figure(
         )
         _draw_profiles(profile, names, slices, box, line_column, step, comparison)
         row0 += 5
+        if error_slices is not None:
+            _draw_error_row(figure, grid, row0, names, error_slices[plane_index], plane)
+            row0 += 2
     return write_file(path, lambda name: figure.savefig(name, dpi=DPI, format="png"), ".png")
 
 
@@ -204,6 +221,76 @@ def _columns(comparison: Comparison, report: EvaluationReport):
         arrays.insert(0, sitk.GetArrayFromImage(nearest))
         rows.insert(0, {})
     return names, arrays, rows
+
+
+def _error_slices(comparison, names, arrays, error_map):
+    """Per plane, ``{column: (title, slice, grey slice under it or None)}``: the estimated error
+    of the first super-resolved volume, alone and over that volume (under the spline's
+    column), and with a reference its true error; None without a map."""
+    if error_map is None:
+        return None
+    if len(comparison.names) < 2:
+        raise CladeError("An error map needs a super-resolved volume to belong to.")
+    grid = comparison.images[0]
+    same = error_map.GetSize() == grid.GetSize() and np.allclose(
+        error_map.GetOrigin(), grid.GetOrigin(), atol=1e-3
+    )
+    if not same:  # e.g. a map of a volume on another grid: put it on the common one
+        error_map = sitk.Resample(error_map, grid, sitk.Transform(), sitk.sitkLinear, 0.0)
+    sr_column = names.index(comparison.names[1])
+    estimate = sitk.GetArrayViewFromImage(error_map)
+    panels = {
+        names.index(comparison.names[0]): ("Error map over the result", estimate),
+        sr_column: ("Estimated error (error map)", estimate),
+    }
+    if comparison.reference_index is not None:
+        reference = arrays[names.index(comparison.names[comparison.reference_index])]
+        truth = np.abs(np.asarray(arrays[sr_column], np.float64) - reference)
+        panels[names.index(comparison.names[comparison.reference_index])] = (
+            f"True error |{_label(comparison.names[1])} - reference|",
+            truth,
+        )
+    overlay_column = names.index(comparison.names[0])
+    planes = []
+    for slice_axis in comparison.slice_axes:
+        under = _central_slice(arrays[sr_column], slice_axis, comparison.thick_axis)
+        planes.append(
+            {
+                column: (
+                    title,
+                    _central_slice(array, slice_axis, comparison.thick_axis),
+                    under if column == overlay_column else None,
+                )
+                for column, (title, array) in panels.items()
+            }
+        )
+    return planes
+
+
+def _draw_error_row(figure, grid, row0, names, panels, plane) -> None:
+    top = max(float(np.percentile(s, 99.0)) for _, s, _ in panels.values())
+    top = top if top > 0 else 1.0
+    shown = dict(cmap="inferno", vmin=0.0, vmax=top, origin="lower", interpolation="nearest")
+    image = None
+    for column, (title, image2d, under) in panels.items():
+        label = figure.add_subplot(grid[row0, column])
+        label.axis("off")
+        label.text(0.5, 0.25, f"{title}, {plane}", ha="center", va="bottom", fontsize=12,
+                   fontweight="bold", transform=label.transAxes)  # fmt: skip
+        axes = figure.add_subplot(grid[row0 + 1, column])
+        if under is not None:  # as the Slicer module shows it: a colour overlay on the result
+            low, high = np.percentile(under, (0.5, 99.5))
+            axes.imshow(under, cmap="gray", vmin=low, vmax=max(high, low + 1e-6), origin="lower")
+            axes.imshow(image2d, **shown, alpha=0.5)
+        else:
+            image = axes.imshow(image2d, **shown)
+        _bare(axes)
+    free = [c for c in range(len(names)) if c not in panels]
+    if image is not None and free:
+        bar = figure.add_subplot(grid[row0 + 1, free[0]])
+        bar.axis("off")
+        colour_bar = figure.colorbar(image, ax=bar, fraction=0.5, aspect=12)
+        colour_bar.set_label("absolute error (the volumes' units)", fontsize=11)
 
 
 def _window_source(comparison: Comparison) -> str:

@@ -77,6 +77,7 @@ class SuperResolutionRequest:
     device: str = "auto"
     batch_size: int | None = None  #: patches (patches) or slices (slices) per forward pass
     adapt_steps: int = 0
+    error_map: bool = False  #: also estimate where the output may be wrong (CLADE.error_map)
 
 
 @dataclass
@@ -87,6 +88,8 @@ class PipelineResult:
     image: sitk.Image
     stats: dict = field(default_factory=dict)
     adaptation: object = None
+    #: The estimated absolute error (float32, output units, the output's grid), when requested.
+    error_map: sitk.Image | None = None
 
     def summary(self) -> str:
         """One line: input grid -> output grid, how it ran, seconds, rate, device."""
@@ -102,11 +105,12 @@ class PipelineResult:
         extras = [s["precision"]]
         if s["ensemble"] != "none":
             extras.append(f"{s['ensemble']} ensemble")
-        return (
+        line = (
             f"{grid_in} @ {sp_in} mm -> {grid_out} @ {sp_out} mm, {how} "
             f"({'+'.join(s['planes'])}, {', '.join(extras)}), {s['seconds']:.1f} s, "
             f"{s['voxels_per_second'] / 1e6:.2f} Mvoxel/s on {s['device']}"
         )
+        return line + (f"; {s['error_map']['summary']}" if s.get("error_map") else "")
 
 
 #: Back-compatible name of the result type.
@@ -229,6 +233,7 @@ def run(
     for slice_axis in slice_axes:
         engine.plan(lr_slice_stack(volume, slice_axis, axis).shape)
     network_started = time.perf_counter()
+    spline = volume.copy() if request.error_map else None  # the map compares SR with it
     output = volume if len(slice_axes) == 1 else np.zeros_like(volume)
     for slice_axis in slice_axes:
         _infer_plane(volume, output, slice_axis, axis, window, engine)
@@ -236,11 +241,22 @@ def run(
         output /= np.float32(len(slice_axes))
     network_seconds = time.perf_counter() - network_started
     del volume
-    result_image = sitk.GetImageFromArray(output)
+    error_map = None
+    if request.error_map:  # pairs through the same generator, tiling and ensemble
+        pairs_engine = StackInference(runner, chosen["tiling"], stride=chosen["stride"])
+        modality = str(model.metadata.get("modality", ""))
+        error_map = _estimate_error_map(
+            image,
+            spline,
+            output,
+            window,
+            (axis, slice_axes, ratio, pairs_engine),
+            check_cancel,
+            modality,
+        )
+        del spline
+    result_image = _on_grid(output, work.grid)
     del output
-    result_image.SetSpacing(work.grid.spacing)
-    result_image.SetOrigin(work.grid.origin)
-    result_image.SetDirection(work.grid.direction)
     seconds = time.perf_counter() - started
     world = world_axis_of_index_axes(image)
     voxels = int(np.prod(result_image.GetSize()))
@@ -269,8 +285,30 @@ def run(
         "model_trained": model.trained,
         "intensity_window": [window.low, window.high],
         "adapted": None if adaptation is None else bool(adaptation.improved),
+        "error_map": None if error_map is None else error_map.stats(),
     }
-    return PipelineResult(result_image, stats, adaptation)
+    map_image = None if error_map is None else _on_grid(error_map.array, work.grid)
+    return PipelineResult(result_image, stats, adaptation, map_image)
+
+
+def _on_grid(array: np.ndarray, grid) -> sitk.Image:
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(grid.spacing)
+    image.SetOrigin(grid.origin)
+    image.SetDirection(grid.direction)
+    return image
+
+
+def _estimate_error_map(image, spline, output, window, how, check_cancel, modality):
+    from .error_map import estimate_error_map
+
+    axis, slice_axes, ratio, engine = how
+    native = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
+    result = estimate_error_map(
+        native, spline, output, window, axis, slice_axes, ratio, engine.run, check_cancel, modality
+    )
+    log.info(result.summary())
+    return result
 
 
 def _polling(reporter: StageReporter, check_cancel: Callable[[], None]):
@@ -386,12 +424,15 @@ def super_resolve_file(
     progress: Callable[[PipelineProgress], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     image: sitk.Image | None = None,
+    error_map_path: str | os.PathLike | None = None,
 ) -> PipelineResult:
     """Read ``input_path``, :func:`run`, and write ``output_path`` atomically (stage ``write``).
 
     ``output_type`` is ``float32`` or ``input`` (the input's pixel type, rounded and clipped).
     The output path is checked before any work, so a bad destination fails in a second.
     ``image`` is the input already read from ``input_path`` (the caller checked it first).
+    ``error_map_path`` also estimates the error map (:mod:`CLADE.error_map`) and writes it
+    there (float32, the output's grid), after the output.
     """
     from .registry import resolve_model
     from .volume_io import cast_like, check_output_path, read_volume, write_volume
@@ -399,6 +440,12 @@ def super_resolve_file(
     if output_type not in ("float32", "input"):
         raise CladeError(f"Unknown output type {output_type!r}: use float32 or input.")
     output = check_output_path(output_path, inputs=(input_path,))
+    map_output = None
+    if error_map_path is not None:
+        from .error_map import check_error_map_path
+
+        map_output = check_error_map_path(error_map_path, input_path, output)
+        request = replace(request, error_map=True)
     if image is None:
         image = read_volume(input_path)
     if not isinstance(request.model, LoadedModel):
@@ -413,6 +460,9 @@ def super_resolve_file(
     if cancel is not None and cancel():
         raise Cancelled()
     write_volume(out_image, output)
+    if map_output is not None:
+        write_volume(result.error_map, map_output)
+        result.stats["error_map_output"] = str(Path(map_output).resolve())
     reporter.report(1, 1)
     result.stats["output"] = str(Path(output).resolve())
     return result

@@ -1,9 +1,8 @@
 """CLADE Super-Resolution: Slicer module (the module, its parameter node and the wiring).
 
-Super-resolves thick-slice MRI/CT volumes with a CLADE network and trains new networks, both in a
-worker process so Slicer stays responsive. Each tab's behaviour lives in
-``CLADESuperResolutionLib`` (``SuperResolveTab``, ``TrainTab``), as does every other piece of
-logic (pytest with slicer-core); this file connects them to Qt and to the parameter node.
+Super-resolves thick-slice MRI/CT with a CLADE network and trains new networks, in a worker process
+so Slicer stays responsive. Each tab's behaviour (``CLADESuperResolutionLib``: ``SuperResolveTab``,
+``TrainTab``) and all other logic live in the Lib (pytest with slicer-core); this file wires them.
 """
 
 import logging
@@ -100,6 +99,7 @@ class CLADESuperResolutionParameterNode:
     model: str = ""  # shipped model name or model file path; "" = the first shipped model
     modelFile: str = ""
     adaptSteps: Annotated[int, WithinRange(0, 5000)] = 0  # 0: no adaptation to the volume
+    errorMap: bool = False  # also estimate where the result may be wrong (a second node)
     plane: LRPlane = LRPlane.AUTO
     device: Device = Device.AUTO
     tiling: Tiling = Tiling.AUTO

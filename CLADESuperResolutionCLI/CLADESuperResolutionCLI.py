@@ -3,7 +3,7 @@
 
 Slicer runs this script with its own Python (``python-real``), giving the input and output as
 files: ``CLADESuperResolutionCLI.py [--model M] [--tiling T] [--stride N] [--ensemble E]
-[--precision P] [--adapt S] [--plane P] [--device D] IN OUT``
+[--precision P] [--adapt S] [--plane P] [--device D] [--errorMap MAP] IN OUT``
 (the order and flags come from ``CLADESuperResolutionCLI.xml``). The work is the core's one
 pipeline, ``CLADE.pipeline.super_resolve_file``; its overall progress fraction is reported with
 ``<filter-progress>`` lines between ``<filter-start>`` and ``<filter-end>``, which Slicer shows
@@ -82,6 +82,7 @@ def buildParser():
     parser.add_argument("--adapt", type=int, default=0)
     parser.add_argument("--plane", choices=PLANES, default="auto")
     parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--errorMap", default=None)
     return parser
 
 
@@ -134,7 +135,13 @@ def main(argv=None):
             device=args.device,
             adapt_steps=args.adapt,
         )
-        result = super_resolve_file(args.inputVolume, args.outputVolume, request, progress=progress)
+        result = super_resolve_file(
+            args.inputVolume,
+            args.outputVolume,
+            request,
+            progress=progress,
+            error_map_path=args.errorMap or None,
+        )
     except CladeError as error:
         sys.stderr.write(f"{error}\n")
         return error.exit_code

@@ -43,8 +43,9 @@ def test_demo_figure_is_large_and_mostly_image(tmp_path, tiny_model_path):
     assert result.returncode == 0, result.stderr
     picture = matplotlib.image.imread(out / "comparison.png")
     height, width = picture.shape[:2]
-    # Three columns (thick input, spline, CLADE), one sagittal slice of the 160 x 84 iso grid.
-    assert (width, height) == figure_pixel_size(3, [(84, 160)])
+    # Three columns (thick input, spline, CLADE), one sagittal slice of the 160 x 84 iso grid,
+    # and the row of the error map under them.
+    assert (width, height) == figure_pixel_size(3, [(84, 160)], error_rows=True)
     assert width >= MIN_WIDTH_PIXELS >= 1600
     white = (picture[..., :3] > 0.97).all(axis=-1).mean()
     assert white < 0.35, f"{white:.0%} of the figure is white"
@@ -53,6 +54,7 @@ def test_demo_figure_is_large_and_mostly_image(tmp_path, tiny_model_path):
         "metrics.csv",
         "metrics.json",
         "pelvis_t2_clade.nii.gz",
+        "pelvis_t2_clade_error.nii.gz",
         "pelvis_t2_spline.nii.gz",
     ]
 

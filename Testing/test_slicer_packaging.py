@@ -206,6 +206,7 @@ def test_parameter_node_fields_are_bound_to_matching_widgets():
         "vtkMRMLScalarVolumeNode": {"qMRMLNodeComboBox"},
         "int": {"QSpinBox"},
         "float": {"QDoubleSpinBox"},
+        "bool": {"QCheckBox"},
     }
     for widgetName, field in bindings.items():
         annotation = fields[field]

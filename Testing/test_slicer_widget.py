@@ -190,6 +190,8 @@ def standInUi():
                 widget.enabled = prop.findtext("bool") == "true"
             elif prop.get("name") == "SlicerParameterName":
                 widget.qtProperties["SlicerParameterName"] = prop.findtext("string")
+            elif prop.get("name") == "value" and prop.find("double") is not None:
+                widget.value = float(prop.findtext("double"))
     for widget in widgets.values():
         widget.value = getattr(widget, "value", 0)
         widget.format = ""
@@ -234,6 +236,8 @@ def parameterNodeWrapperDouble(cls):
             kind = baseType(hint)
             if isinstance(kind, type) and issubclass(kind, enum.Enum):
                 return kind[raw]
+            if kind is bool:  # stored as "True"/"False", as Slicer's bool serializer does
+                return raw == "True"
             return kind(raw)
 
         def __setattr__(self, name, value):
@@ -450,6 +454,9 @@ STAND_IN_WORKER = textwrap.dedent("""
             time.sleep(delay)
     sitk.WriteImage(sitk.ReadImage(source), target + ".part.nrrd")
     os.replace(target + ".part.nrrd", target)
+    if "--error-map" in args:  # a map of the output's size: the output's value / 10
+        errors = sitk.ReadImage(target) / 10.0
+        sitk.WriteImage(sitk.Cast(errors, sitk.sitkFloat32), args[args.index("--error-map") + 1])
     emit(event="done", output=target, summary="8x36x40 -> 32x36x40", stats={"seconds": 0.1})
 """)
 
@@ -520,6 +527,44 @@ def test_button_goes_idle_running_done_and_shows_stage_log_and_comparison(
     assert composite.GetForegroundOpacity() == pytest.approx(0.25)
     assert list((tmp_path / "temp").iterdir()) == []
     assert module.testDialogs.shown == []
+
+
+def test_error_map_checkbox_adds_the_map_over_the_result_with_its_own_opacity(
+    module, standInJobs, tmp_path
+):
+    node = thickNode()
+    composite = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
+    widget = makeWidget(module)
+    ui = module.testUi
+    ui.applyButton.click()  # first without the map: no map slider
+    runTimer(widget, lambda: widget.job is None)
+    assert not ui.errorOpacitySlider.visible
+    assert composite.GetForegroundVolumeID() == widget.superResolve.lastOutputNode.GetID()
+    widget._parameterNode.errorMap = True  # the checkbox (bound by SlicerParameterName)
+    ui.applyButton.click()
+    assert "--error-map" in widget.job.worker.command
+    runTimer(widget, lambda: widget.job is None)
+    from CLADESuperResolutionLib import ErrorMapDisplay
+
+    output = widget.superResolve.lastOutputNode
+    mapNode = ErrorMapDisplay.errorMapNodeOf(output)
+    assert output.GetName() == "thick_CLADE_1" and mapNode is not None
+    assert sorted(volumeNames()) == ["thick", "thick_CLADE", "thick_CLADE_1", mapNode.GetName()]
+    # The map, in the output's units, over the result, at the map slider's opacity.
+    assert composite.GetBackgroundVolumeID() == output.GetID()
+    assert composite.GetForegroundVolumeID() == mapNode.GetID()
+    assert composite.GetForegroundOpacity() == pytest.approx(0.5)
+    assert ui.errorOpacitySlider.visible and ui.compareFrame.visible
+    ui.errorOpacitySlider.emit("valueChanged", 0.8)
+    assert composite.GetForegroundOpacity() == pytest.approx(0.8)
+    # The fade slider goes back to input and output; the map slider brings the map back.
+    ui.fadeSlider.emit("valueChanged", 0.3)
+    assert composite.GetBackgroundVolumeID() == node.GetID()
+    assert composite.GetForegroundVolumeID() == output.GetID()
+    assert composite.GetForegroundOpacity() == pytest.approx(0.3)
+    ui.errorOpacitySlider.emit("valueChanged", 0.6)
+    assert composite.GetForegroundVolumeID() == mapNode.GetID()
+    assert composite.GetForegroundOpacity() == pytest.approx(0.6)
 
 
 def test_cancel_returns_to_idle_and_leaves_no_node_and_no_file(
@@ -743,7 +788,7 @@ def test_output_selector_offers_no_generic_create_new():
     assert "named after the input" in properties["noneDisplay"].findtext("string")
 
 
-def test_advanced_section_holds_tiling_stride_ensemble_precision():
+def test_advanced_section_holds_tiling_stride_ensemble_precision_and_the_error_map():
     root = ET.parse(UI_FILE).getroot()
     advanced = next(w for w in root.iter("widget") if w.get("name") == "advancedCollapsibleButton")
     assert advanced.get("class") == "ctkCollapsibleButton"
@@ -753,7 +798,7 @@ def test_advanced_section_holds_tiling_stride_ensemble_precision():
         for p in w.findall("property")
         if p.get("name") == "SlicerParameterName"
     }
-    assert bound == {"tiling", "stride", "ensemble", "precision"}
+    assert bound == {"tiling", "stride", "ensemble", "precision", "errorMap"}
 
 
 def test_a_training_start_that_fails_leaves_the_train_button_working(module, monkeypatch, tmp_path):

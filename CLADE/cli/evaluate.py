@@ -2,7 +2,8 @@
 
 Measure PIQE, edge sharpness (and SNR, PSNR, SSIM when asked) of the cubic-spline upsampling of
 INPUT and of each super-resolved volume, on INPUT's isotropic grid. Prints a table; optionally
-writes it as JSON/CSV and draws a comparison figure.
+writes it as JSON/CSV and draws a comparison figure (with ``--error-map``, the first volume's
+error map beside its true error when a reference is given).
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--report", help="write the table to FILE.json or FILE.csv")
     parser.add_argument("--figure", help="write the comparison figure to FILE.png")
+    parser.add_argument(
+        "--error-map",
+        metavar="MAP",
+        help="the error map of the first SR volume (clade super-resolve --error-map): shown "
+        "in the figure, beside the true error when --reference is given",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         check_report_path(args.report)
     if args.figure:
         check_figure_path(args.figure)
+    elif args.error_map:
+        raise CladeError("--error-map is shown in the figure: add --figure FILE.png.")
     signal_box = _parse_box(args.signal_box, "--signal-box")
     background_box = _parse_box(args.background_box, "--background-box")
 
@@ -69,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     names = _unique([volume_name(path) for path in args.sr])
     sr_images = [(name, read_volume(path)) for name, path in zip(names, args.sr)]
     reference = read_volume(args.reference) if args.reference else None
+    error_map = read_volume(args.error_map) if args.error_map else None
     comparison = prepare_comparison(
         input_image,
         sr_images,
@@ -94,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         print(f"clade: wrote {report.write(args.report)}")
     if args.figure:
-        print(f"clade: wrote {save_evaluation_figure(comparison, report, args.figure)}")
+        print(f"clade: wrote {save_evaluation_figure(comparison, report, args.figure, error_map)}")
     return 0
 
 

@@ -3,7 +3,8 @@
 Super-resolve an anisotropic (thick-slice) MRI or CT volume onto an isotropic grid with a CLADE
 generator: ``clade super-resolve INPUT OUTPUT``, or a cohort with ``clade super-resolve
 INPUT... --out-dir DIR`` (an INPUT may be a folder of volumes or a DICOM series folder). Reads
-NRRD, NIfTI, MetaImage or DICOM.
+NRRD, NIfTI, MetaImage or DICOM. ``--error-map`` also writes the estimated error of every output
+voxel (``models/cards/error-map.md``).
 
 Progress goes to stderr as a bar per stage (``--progress bar``), or to stdout as JSON lines
 (``--progress json``, for programs such as the Slicer module; schema in :func:`json_event` and
@@ -89,6 +90,17 @@ def add_arguments(parser) -> None:
         f"like its thick slices, for STEPS steps (default {DEFAULT_ADAPT_STEPS} when given; "
         "about a minute on one CPU core); kept only if it restores held-back slices better",
     )
+    parser.add_argument(
+        "--error-map",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="MAP",
+        help="also write a map of the estimated absolute error (output units, the output's "
+        "grid) to MAP (one volume; default OUTPUT's name with _error) or, in a cohort, "
+        "<name>_clade_error<ending> beside each output; learnt from the volume's own "
+        "in-plane slices (models/cards/error-map.md)",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument(
         "--batch-size",
@@ -155,6 +167,7 @@ def _request(args, device=None):
         device=device or args.device,
         batch_size=args.batch_size,
         adapt_steps=args.adapt,
+        error_map=getattr(args, "error_map", None) is not None,
     )
 
 
@@ -180,6 +193,7 @@ def _run_one(args, mode: str) -> int:
             output_type=args.output_type,
             progress=bar,
             image=image,
+            error_map_path=_error_map_path(args.error_map, destination),
         )
     finally:
         if isinstance(bar, ProgressBar):
@@ -193,6 +207,17 @@ def _run_one(args, mode: str) -> int:
     return 0
 
 
+def _error_map_path(value, destination):
+    """``--error-map``'s file: as given, or (no value) OUTPUT's name with ``_error``."""
+    if value is None:
+        return None
+    if value:
+        return value
+    from ..cohort import error_map_output
+
+    return error_map_output(destination)
+
+
 def _run_cohort(args, mode: str) -> int:
     from dataclasses import replace
 
@@ -204,10 +229,18 @@ def _run_cohort(args, mode: str) -> int:
         run_cohort,
         torchrun_rank,
     )
+    from ..errors import CladeError
     from ..registry import resolve_model
 
+    if args.error_map:
+        raise CladeError(
+            "In a cohort (--out-dir) --error-map takes no file name: each map is written as "
+            "<name>_clade_error<ending> beside its output."
+        )
     rank, world, local_rank = torchrun_rank()
-    items = plan_cohort(args.paths, args.out_dir, args.out_format)
+    items = plan_cohort(
+        args.paths, args.out_dir, args.out_format, error_maps=args.error_map is not None
+    )
     mine = rank_share(items, rank, world)
     request = _request(args, device_for_rank(args.device, world, local_rank))
     model = resolve_model(request.model)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import CoreLocator
+from .ErrorMapDisplay import errorMapNodeOf, storeErrorMap, unitsLabel
 from .InputValidation import validateInputVolume
 from .VolumeConversion import imageFromVolumeNode, updateVolumeNodeFromImage
 from .WorkerProcess import PollingJob, WorkerProcess
@@ -55,6 +56,8 @@ class SuperResolutionOptions:
     tiling: str = "auto"
     ensemble: str = "auto"
     precision: str = "auto"
+    #: Also estimate the error map (``CLADE.error_map``), shown over the result.
+    errorMap: bool = False
 
     def commandArguments(self) -> list[str]:
         """Options of ``clade super-resolve`` (after INPUT OUTPUT).
@@ -108,6 +111,7 @@ class SuperResolutionOptions:
             device=self.device,
             batch_size=self.batchSize or None,
             adapt_steps=int(self.adaptSteps or 0),
+            error_map=bool(self.errorMap),
         )
 
 
@@ -182,7 +186,15 @@ def superResolveInProcess(
     result = run(
         imageFromVolumeNode(inputNode), options.request(), progress=progress, cancel=cancel
     )
-    return storeResult(result.image, inputNode, outputNode), result
+    outputNode = storeResult(result.image, inputNode, outputNode)
+    if result.error_map is not None:  # found with ErrorMapDisplay.errorMapNodeOf(outputNode)
+        storeErrorMap(result.error_map, outputNode, inputNode, _units(inputNode, result.stats))
+    return outputNode, result
+
+
+def _units(inputNode, stats: dict) -> str:
+    """The map's units label: the input's own, HU for a CT model (the run's stats say which)."""
+    return unitsLabel(inputNode, (stats.get("error_map") or {}).get("modality"))
 
 
 def pythonExecutable() -> str:
@@ -253,6 +265,8 @@ class SuperResolutionJob(PollingJob):
         self.stats = {}
         self.summary = ""
         self.outputPath = None
+        #: The error map node (``options.errorMap``), set with the output node.
+        self.errorMapNode = None
 
     @property
     def stageLabel(self) -> str:
@@ -260,15 +274,24 @@ class SuperResolutionJob(PollingJob):
         return STAGE_LABELS.get(self.stage, self.stage.capitalize())
 
     def command(self, inputPath, outputPath) -> list[str]:
+        mapArguments = []
+        if self.options.errorMap:
+            mapArguments = ["--error-map", str(self.errorMapPath(outputPath))]
         return [
             *self.launcher,
             "super-resolve",
             str(inputPath),
             str(outputPath),
             *self.options.commandArguments(),
+            *mapArguments,
             "--progress",
             "json",
         ]
+
+    @staticmethod
+    def errorMapPath(outputPath) -> Path:
+        """Where the worker writes the error map: beside the output."""
+        return Path(outputPath).with_name("error_map.nrrd")
 
     def start(self) -> None:
         """Export the input to a temporary file and start the worker.
@@ -337,3 +360,12 @@ class SuperResolutionJob(PollingJob):
 
         image = sitk.ReadImage(str(self.outputPath))
         self.outputNode = storeResult(image, self.inputNode, self.outputNode, self.outputName)
+        mapPath = self.errorMapPath(self.outputPath)
+        if self.options.errorMap and mapPath.is_file():
+            self.errorMapNode = storeErrorMap(
+                sitk.ReadImage(str(mapPath)),
+                self.outputNode,
+                self.inputNode,
+                _units(self.inputNode, self.stats),
+                errorMapNodeOf(self.outputNode),
+            )

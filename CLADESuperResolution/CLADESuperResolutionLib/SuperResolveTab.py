@@ -15,7 +15,7 @@ import logging
 
 import slicer
 
-from . import ModelCatalog, PackagesSection
+from . import ErrorMapDisplay, ModelCatalog, PackagesSection
 from .Dependencies import isInstalled
 from .Devices import describeDevices, describePackages, probeCommand, probeResult
 from .InputValidation import validateInputVolume
@@ -48,6 +48,7 @@ class SuperResolveTab:
         self.lastOutputNode = None
         self._shownLogLines = 0
         self._comparison = None
+        self._errorMap = None  # (result, map) node IDs while the map is the overlay
 
     @property
     def parameterNode(self):
@@ -58,6 +59,7 @@ class SuperResolveTab:
         self.ui.modelSelector.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.deviceSelector.connect("currentIndexChanged(int)", self.updateDeviceInfo)
         self.ui.fadeSlider.connect("valueChanged(double)", self.onFadeChanged)
+        self.ui.errorOpacitySlider.connect("valueChanged(double)", self.onErrorOpacityChanged)
         self.ui.progressBar.hide()
         self.ui.compareFrame.hide()
 
@@ -65,7 +67,7 @@ class SuperResolveTab:
         # A run needs its input node: it stops (its job watches the scene too; cancelling here
         # resets the button at once).
         self.cancel(probe=False)
-        self._comparison = None
+        self._comparison = self._errorMap = None
         self.ui.compareFrame.hide()
 
     def poll(self) -> bool:
@@ -222,6 +224,7 @@ class SuperResolveTab:
             plane=p.plane.value,
             device=p.device.value,
             adaptSteps=p.adaptSteps,
+            errorMap=p.errorMap,
             tiling=p.tiling.value,
             ensemble=p.ensemble.value,
             precision=p.precision.value,
@@ -278,6 +281,8 @@ class SuperResolveTab:
             self.lastOutputNode = job.outputNode
             self.runMessage = f"{job.summary or 'Done'}: {job.outputNode.GetName()}."
             self.showComparison(job.inputNode, job.outputNode)
+            if job.errorMapNode is not None:
+                self.showErrorMap(job.outputNode, job.errorMapNode)
         elif job.state == job.CANCELLED:
             self.runMessage = job.errorMessage
         else:
@@ -287,15 +292,52 @@ class SuperResolveTab:
 
     # -- the result ------------------------------------------------------------------------------
 
+    # Two overlays share the slice views' foreground: the fade slider shows input and output,
+    # the error-map slider the result with its map; the slider moved last decides.
+
     def showComparison(self, inputNode, outputNode):
         """Input below, output above in every slice view; the slider fades between them."""
         self._comparison = (inputNode.GetID(), outputNode.GetID())
+        self._errorMap = None
         slicer.util.setSliceViewerLayers(
             background=inputNode, foreground=outputNode, foregroundOpacity=1.0, fit=True
         )
         self.ui.fadeSlider.value = 1.0
+        self._showErrorSlider(False)
         self.ui.compareFrame.show()
 
+    def showErrorMap(self, outputNode, mapNode):
+        """The result below, its error map above (colour bar in the input's units)."""
+        self._errorMap = (outputNode.GetID(), mapNode.GetID())
+        ErrorMapDisplay.showErrorMap(outputNode, mapNode, float(self.ui.errorOpacitySlider.value))
+        self._showErrorSlider(True)
+
+    def _showErrorSlider(self, visible):
+        self.ui.errorOpacityLabel.setVisible(visible)
+        self.ui.errorOpacitySlider.setVisible(visible)
+
+    def _nodes(self, ids):
+        scene = slicer.mrmlScene
+        nodes = [scene.GetNodeByID(i) for i in ids or ()]
+        return nodes if ids and all(nodes) else None
+
     def onFadeChanged(self, value):
-        if self._comparison is not None:
-            slicer.util.setSliceViewerLayers(foregroundOpacity=float(value))
+        nodes = self._nodes(self._comparison)
+        if nodes is None:
+            return
+        if self._errorMap is not None:  # back from the map to the comparison
+            self._errorMap = None
+            slicer.util.setSliceViewerLayers(background=nodes[0], foreground=nodes[1])
+        slicer.util.setSliceViewerLayers(foregroundOpacity=float(value))
+
+    def onErrorOpacityChanged(self, value):
+        nodes = self._nodes(self._errorMap or self._lastErrorMap())
+        if nodes is None:
+            return
+        ErrorMapDisplay.showErrorMap(nodes[0], nodes[1], float(value))
+        self._errorMap = (nodes[0].GetID(), nodes[1].GetID())
+
+    def _lastErrorMap(self):
+        output = self.lastOutputNode
+        mapNode = ErrorMapDisplay.errorMapNodeOf(output) if output is not None else None
+        return (output.GetID(), mapNode.GetID()) if mapNode is not None else None
