@@ -44,7 +44,7 @@ from .geometry import (
 from .model_file import LoadedModel
 from .normalisation import IntensityWindow
 from .patches import PATCH_SIZE
-from .progress import PipelineProgress, StageReporter
+from .progress import PipelineProgress, StageReporter, speed_advice
 from .volume_io import as_3d, check_volume
 from .workload import estimate_work
 
@@ -201,7 +201,13 @@ def run(
             f"smaller than the {PATCH_SIZE}-voxel patches adaptation learns from: super-resolve "
             "it without adaptation."
         )
-    reporter = StageReporter(progress, request.adapt_steps > 0, writing, started)
+    reporter = StageReporter(
+        progress,
+        request.adapt_steps > 0,
+        writing,
+        started,
+        _speed_advice(settings, chosen, len(slice_axes)),
+    )
 
     def check_cancel() -> None:
         if cancel is not None and cancel():
@@ -309,6 +315,22 @@ def _estimate_error_map(image, spline, output, window, how, check_cancel, modali
     )
     log.info(result.summary())
     return result
+
+
+def _speed_advice(settings, chosen: dict, planes: int) -> dict[str, list[str]]:
+    import torch
+
+    from .device import cpu_has_fast_bfloat16
+
+    return speed_advice(
+        device_type=settings.device.type,
+        cuda_available=torch.cuda.is_available(),
+        precision=settings.precision,
+        fast_bfloat16=cpu_has_fast_bfloat16(),
+        tiling=chosen["tiling"],
+        ensemble=chosen["ensemble"],
+        planes=planes,
+    )
 
 
 def _polling(reporter: StageReporter, check_cancel: Callable[[], None]):
