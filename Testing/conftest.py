@@ -1,4 +1,4 @@
-"""Shared pytest fixtures (the real data in ../shared/data, tiny model files, small volumes) and
+"""Shared pytest fixtures (the real volumes in Testing/data, tiny model files, small volumes) and
 the markers every test gets from its file name, so a quick run is one ``-m`` away::
 
     python -m pytest -m "not slow and not training"     # core and CLI, a few minutes
@@ -12,7 +12,6 @@ the test file (the shipped models end to end); ``gpu``: tests marked ``gpu`` or 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,26 +21,30 @@ import pytest
 import SimpleITK as sitk
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("CLADE_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+#: Real CT/MR volumes, cropped to what the tests need (licenses and sources in its README.md).
+TEST_DATA = REPO_ROOT / "Testing" / "data"
+#: The shipped sample (a real thick-slice pelvic T2 MRI, 160x160x14).
+SAMPLE_VOLUME = REPO_ROOT / "CLADE" / "sample_data" / "pelvis_t2_thick.nii.gz"
+BRAIN1 = "mr_brain1_t1gd_pyradiomics_crop.nrrd"
+BRAIN2 = "mr_brain2_t1gd_pyradiomics_crop.nrrd"
+CT_NATIVE = "abdomen_ct_native_totalseg_crop.nii.gz"
+CT_ISO = "abdomen_ct_3mm_iso_totalseg_crop.nii.gz"
+MR_ISO = "abdomen_mr_3mm_iso_totalseg.nii.gz"
+PELVIS = "pelvis_mr_t2_monai_crop.nii.gz"
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The folder of real CT/MR volumes (read-only); tests must never write there."""
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"The real test volumes are missing: expected them in {SHARED_DATA}")
-    return SHARED_DATA
+def test_data() -> Path:
+    """The folder of real CT/MR volumes in the repository (read-only); tests never write there."""
+    return TEST_DATA
 
 
 @pytest.fixture(scope="session")
-def brain_crop(shared_data, tmp_path_factory) -> Path:
+def brain_crop(tmp_path_factory) -> Path:
     """A 64x64x8 crop of a real T1 brain (6.5 mm slices): a training set tiny networks learn from
     in seconds."""
     path = tmp_path_factory.mktemp("brain-crop") / "train.nrrd"
-    brain = sitk.ReadImage(
-        str(shared_data / "mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain1.nrrd")
-    )
-    sitk.WriteImage(brain[80:144, 80:144, 8:16], str(path))
+    sitk.WriteImage(sitk.ReadImage(str(TEST_DATA / BRAIN1))[16:80, 16:80, 8:16], str(path))
     return path
 
 

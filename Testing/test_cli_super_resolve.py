@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import make_volume, run_clade
+from conftest import CT_NATIVE, make_volume, run_clade
 
 from CLADE.model_file import build_generator, make_metadata, save_model
 
@@ -43,15 +43,15 @@ def _assert_user_error(result, *phrases):
         assert phrase in message
 
 
-def test_real_ct_volume_end_to_end(shared_data, tmp_path, tiny_model_path):
-    source = shared_data / "abdomen_ct_native_20sl_totalseg.nii.gz"
+def test_real_ct_volume_end_to_end(test_data, tmp_path, tiny_model_path):
+    source = test_data / CT_NATIVE  # 256 x 256 x 20, int16 HU
     source_bytes = source.read_bytes()
     out = tmp_path / "iso.nii.gz"
     result = super_resolve(source, out, tiny_model_path, "--stride", "32", "--output-type", "input")
     assert result.returncode == 0, result.stderr
     assert "random (untrained) weights" in result.stderr
     summary = result.stdout.strip().splitlines()[-1]
-    assert "512x512x20" in summary and "patches (stride 32)" in summary
+    assert "256x256x20" in summary and "patches (stride 32)" in summary
     assert "Mvoxel/s on cpu" in summary
     image, output = sitk.ReadImage(str(source)), sitk.ReadImage(str(out))
     assert output.GetPixelID() == image.GetPixelID()  # cast back to int16
@@ -200,10 +200,10 @@ def test_bad_models_fail_with_one_sentence(tmp_path, small_volume):
     assert not out.exists()
 
 
-def test_adapt_option_fine_tunes_first_and_keeps_the_grid(shared_data, tmp_path, tiny_model_path):
+def test_adapt_option_fine_tunes_first_and_keeps_the_grid(test_data, tmp_path, tiny_model_path):
     source = tmp_path / "ct.nrrd"
-    image = sitk.ReadImage(str(shared_data / "abdomen_ct_native_20sl_totalseg.nii.gz"))
-    sitk.WriteImage(image[200:296, 200:296, :], str(source))
+    image = sitk.ReadImage(str(test_data / CT_NATIVE))
+    sitk.WriteImage(image[100:196, 72:168, :], str(source))
     plain, adapted = tmp_path / "plain.nrrd", tmp_path / "adapted.nrrd"
     assert (
         super_resolve(source, plain, tiny_model_path, "--stride", "16", "--quiet").returncode == 0

@@ -10,7 +10,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import run_clade
+from conftest import CT_ISO, run_clade
 
 from CLADE.evaluation_figure import figure_pixel_size
 from CLADE.geometry import lr_slice_stack, resample_to_isotropic
@@ -37,11 +37,11 @@ def _assert_user_error(result, *words):
 
 
 @pytest.fixture(scope="module")
-def case(shared_data, tmp_path_factory):
+def case(test_data, tmp_path_factory):
     """A small real CT (3 mm iso, cropped), its simulated 9 mm slices and a fake 'SR' output."""
     folder = tmp_path_factory.mktemp("evaluate")
-    ct = sitk.ReadImage(str(shared_data / "abdomen_ct_3mm_iso_totalseg.nii.gz"))
-    iso = sitk.RegionOfInterest(ct, [80, 72, 50], [20, 15, 40])  # 50 slices: not a multiple of 3
+    ct = sitk.ReadImage(str(test_data / CT_ISO))
+    iso = sitk.RegionOfInterest(ct, [80, 72, 50], [0, 5, 40])  # 50 slices: not a multiple of 3
     sitk.WriteImage(iso, str(folder / "iso.nii.gz"))
     result = _clade(
         sys.executable, "simulate", folder / "iso.nii.gz", folder / "thick.nrrd", "--thickness", 9

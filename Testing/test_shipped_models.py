@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import BRAIN2, CT_ISO, CT_NATIVE
 
 from CLADE.errors import CladeError
 from CLADE.pipeline import super_resolve
@@ -35,18 +36,18 @@ def test_mri_and_ct_are_shipped_with_matching_checksums():
     [
         (
             "mri",
-            "mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain2.nrrd",
-            (slice(96, 160), slice(96, 160), slice(None)),
+            BRAIN2,
+            (slice(16, 80), slice(16, 80), slice(None)),
         ),
         (
             "ct",
-            "abdomen_ct_native_20sl_totalseg.nii.gz",
-            (slice(200, 264), slice(200, 264), slice(None)),
+            CT_NATIVE,
+            (slice(100, 164), slice(72, 136), slice(None)),
         ),
     ],
 )
-def test_shipped_model_super_resolves_a_real_volume(shared_data, name, source, crop):
-    image = sitk.ReadImage(str(shared_data / source))[crop]
+def test_shipped_model_super_resolves_a_real_volume(test_data, name, source, crop):
+    image = sitk.ReadImage(str(test_data / source))[crop]
     before = sitk.GetArrayFromImage(image).copy()
     result = super_resolve(image, resolve_model(name), stride=16, device="cpu")
     out = sitk.GetArrayFromImage(result.image)
@@ -98,7 +99,7 @@ def test_clade_demo_writes_its_outputs(tmp_path):
     assert "Done in" in result.stdout
 
 
-def test_shipped_ct_model_and_its_adaptation_beat_spline_on_held_out_ground_truth(shared_data):
+def test_shipped_ct_model_and_its_adaptation_beat_spline_on_held_out_ground_truth(test_data):
     # The 3 mm isotropic abdominal CT was never trained on (model card): simulated at 9 mm, the
     # shipped model must restore it better than cubic spline does. A model that collapsed to
     # the identity (or learnt nothing) ties with spline and fails.
@@ -107,8 +108,8 @@ def test_shipped_ct_model_and_its_adaptation_beat_spline_on_held_out_ground_trut
     from CLADE.metrics.reference import psnr
     from CLADE.simulate import simulate_thick_slices
 
-    iso = sitk.ReadImage(str(shared_data / "abdomen_ct_3mm_iso_totalseg.nii.gz"), sitk.sitkFloat32)
-    iso = iso[21:101, 10:90, :]  # a central 80 x 80 block of every slice keeps the test quick
+    iso = sitk.ReadImage(str(test_data / CT_ISO), sitk.sitkFloat32)
+    iso = iso[1:81, 0:80, :]  # a central 80 x 80 block of every slice keeps the test quick
     thick = simulate_thick_slices(iso, 9.0)
     model = resolve_model("ct")
     result = super_resolve(thick, model, stride=12, device="cpu")
