@@ -12,6 +12,7 @@ the test file (the shipped models end to end); ``gpu``: tests marked ``gpu`` or 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -116,6 +117,35 @@ def scene():
 def python_exe() -> str:
     """The interpreter running the tests (subprocess tests use it to run ``-m CLADE``)."""
     return sys.executable
+
+
+#: The cores this process may use (the real-model tests take them all, see ``all_cores``).
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def pytest_configure(config) -> None:
+    # One thread for everything by default, subprocesses included (they inherit the variable):
+    # the tiny networks of the plumbing tests gain nothing from a second thread, and on a busy
+    # machine its synchronisation costs more than the work (a one-epoch tiny training: 2 s on
+    # one thread, 26 s on two, measured with four other jobs on 2 cores). Results do not depend
+    # on the thread count; the real-model tests use every core (``all_cores``).
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
+
+@pytest.fixture
+def all_cores(monkeypatch) -> int:
+    """Every core for this test, in this process and in the subprocesses it starts (the tests
+    that run the real shipped models); one thread again afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(CORES)
+    monkeypatch.setenv("OMP_NUM_THREADS", str(CORES))
+    monkeypatch.setenv("MKL_NUM_THREADS", str(CORES))
+    yield CORES
+    torch.set_num_threads(before)
 
 
 #: Markers given by the test file's name (prefix -> marker).

@@ -52,7 +52,9 @@ def _real_stack(test_data, slices=1):
     return np.ascontiguousarray(np.transpose(normalised, (2, 0, 1)))  # (x, z, y)
 
 
-def test_tiles_with_a_receptive_field_halo_equal_whole_slices_on_a_real_volume(test_data):
+def test_tiles_with_a_receptive_field_halo_equal_whole_slices_on_a_real_volume(
+    test_data, all_cores
+):
     stack = _real_stack(test_data)
     assert stack.shape[1:] == (114, 384)
     runner = GeneratorRunner(resolve_model("mri"), resolve_device("cpu"))
@@ -65,7 +67,7 @@ def test_tiles_with_a_receptive_field_halo_equal_whole_slices_on_a_real_volume(t
 
 
 @pytest.mark.skipif(not cpu_has_fast_bfloat16(), reason="this CPU has no fast bfloat16")
-def test_bfloat16_output_stays_within_45_db_of_float32_on_a_real_volume(test_data):
+def test_bfloat16_output_stays_within_45_db_of_float32_on_a_real_volume(test_data, all_cores):
     image = sitk.ReadImage(str(test_data / PELVIS))
     image = image[0:16, 80:240, :]
     model = resolve_model("mri")
