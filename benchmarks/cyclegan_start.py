@@ -91,7 +91,8 @@ def run_variant(base: TrainingConfig, overrides: dict, pretrain: bool, args, ban
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
-        epilog="A developer tool: the usage example reads the volumes in shared/data beside the repository (not part of it).",
+        epilog="A developer tool: the usage example reads the volumes in shared/data beside the "
+        "repository (not part of it).",
     )
     parser.add_argument("volumes", nargs="+", help="training volumes (the model's own)")
     parser.add_argument("--model", required=True, help="a warmed-up model (model_warmup.pt)")
