@@ -1,13 +1,17 @@
 """Shared pytest fixtures (the real volumes in Testing/data, tiny model files, small volumes) and
 the markers every test gets from its file name, so a quick run is one ``-m`` away::
 
-    python -m pytest -m "not slow and not training"     # core and CLI, a few minutes
+    python -m pytest -m "not slow and not training"     # core and CLI, without the real models
     python -m pytest -m training                         # the training runs
     python -m pytest -m "not slicer"                     # without the Slicer module's tests
 
 ``slicer``: files ``test_slicer_*``; ``training``: files ``test_training_*``; ``slow``: marked in
 the test file (the shipped models end to end); ``gpu``: tests marked ``gpu`` or in files
 ``test_gpu_*``, skipped where torch sees no CUDA device.
+
+Tests read nothing outside the repository: real volumes from ``Testing/data`` (``test_data``),
+the shipped sample (``SAMPLE_VOLUME``), synthetic ones (``make_volume``). They run on one thread
+(``pytest_configure``), the real-model tests on every core (``all_cores``).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import BRAIN1, TEST_DATA, run_clade
+from conftest import BRAIN1, TEST_DATA, clade_in_process
 
 from CLADE.degradation import blur_rows, degrade_slice
 from CLADE.errors import CladeError
@@ -108,7 +108,7 @@ def test_training_with_safeguards_logs_the_paired_loss_and_exports_a_residual_mo
     on += ["--lambda-dc", "2"]
     for name, extra in (("on", on), ("off", [])):
         out = tmp_path / name
-        result = run_clade(*base, "--out", out, *extra, timeout=600)
+        result = clade_in_process(*base, "--out", out, *extra)
         assert result.returncode == 0, result.stderr
         events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
         epochs = [e for e in events if e["event"] == "epoch"]
@@ -181,7 +181,7 @@ def test_larger_training_patches_reach_the_bank_and_the_model_still_runs_on_whol
     out = tmp_path / "run"
     tiny = "--epochs 1 --warmup-epochs 1 --lambda-paired 5 --residual --max-patches 16"
     tiny += " --base-filters 4 --n-blocks 1 --disc-filters 4 --quiet --patch-size 64"
-    result = run_clade("train", crop, "--out", out, *tiny.split(), timeout=600)
+    result = clade_in_process("train", crop, "--out", out, *tiny.split())
     assert result.returncode == 0, result.stderr
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["config"]["patch_size"] == 64
