@@ -1,4 +1,5 @@
-"""``clade simulate`` and ``clade evaluate`` end to end, as real subprocesses on real data."""
+"""``clade simulate`` and ``clade evaluate`` end to end, as real subprocesses on real data (their
+answers to bad input in this process)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import CT_ISO, run_clade
+from conftest import CT_ISO, clade_in_process, run_clade
 
 from CLADE.evaluation_figure import figure_pixel_size
 from CLADE.geometry import lr_slice_stack, resample_to_isotropic
@@ -135,15 +136,19 @@ def test_volume_on_another_grid_is_refused_unless_resampled(case, python_exe):
     assert "resampled" in result.stdout
 
 
-def test_bad_inputs_are_one_sentence_errors(case, python_exe):
+def test_bad_inputs_are_one_sentence_errors(case):
+    # The commands' answers, in this process (the other tests run them as subprocesses).
     folder, *_ = case
+    thick = folder / "thick.nrrd"
     # A thick volume is no isotropic reference.
-    result = _evaluate(python_exe, folder, "sr.nii.gz", "--reference", folder / "thick.nrrd")
+    result = clade_in_process("evaluate", thick, folder / "sr.nii.gz", "--reference", thick)
     _assert_user_error(result, "not isotropic")
-    result = _evaluate(python_exe, folder, "sr.nii.gz", "--report", folder / "report.txt")
+    result = clade_in_process(
+        "evaluate", thick, folder / "sr.nii.gz", "--report", folder / "report.txt"
+    )
     _assert_user_error(result, ".json or .csv")
-    result = _clade(
-        python_exe, "simulate", folder / "iso.nii.gz", folder / "bad.nrrd", "--thickness", 2
+    result = clade_in_process(
+        "simulate", folder / "iso.nii.gz", folder / "bad.nrrd", "--thickness", 2
     )
     _assert_user_error(result, "not larger than the isotropic spacing")
     assert not (folder / "bad.nrrd").exists()
