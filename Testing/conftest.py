@@ -1,20 +1,27 @@
-"""Shared pytest fixtures (the real data in ../shared/data, tiny model files, small volumes) and
+"""Shared pytest fixtures (the real volumes in Testing/data, tiny model files, small volumes) and
 the markers every test gets from its file name, so a quick run is one ``-m`` away::
 
-    python -m pytest -m "not slow and not training"     # core and CLI, a few minutes
+    python -m pytest -m "not slow and not training"     # core and CLI, without the real models
     python -m pytest -m training                         # the training runs
     python -m pytest -m "not slicer"                     # without the Slicer module's tests
 
 ``slicer``: files ``test_slicer_*``; ``training``: files ``test_training_*``; ``slow``: marked in
 the test file (the shipped models end to end); ``gpu``: tests marked ``gpu`` or in files
 ``test_gpu_*``, skipped where torch sees no CUDA device.
+
+Tests read nothing outside the repository: real volumes from ``Testing/data`` (``test_data``),
+the shipped sample (``SAMPLE_VOLUME``), synthetic ones (``make_volume``). They run on one thread
+(``pytest_configure``), the real-model tests on every core (``all_cores``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,26 +29,30 @@ import pytest
 import SimpleITK as sitk
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("CLADE_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+#: Real CT/MR volumes, cropped to what the tests need (licenses and sources in its README.md).
+TEST_DATA = REPO_ROOT / "Testing" / "data"
+#: The shipped sample (a real thick-slice pelvic T2 MRI, 160x160x14).
+SAMPLE_VOLUME = REPO_ROOT / "CLADE" / "sample_data" / "pelvis_t2_thick.nii.gz"
+BRAIN1 = "mr_brain1_t1gd_pyradiomics_crop.nrrd"
+BRAIN2 = "mr_brain2_t1gd_pyradiomics_crop.nrrd"
+CT_NATIVE = "abdomen_ct_native_totalseg_crop.nii.gz"
+CT_ISO = "abdomen_ct_3mm_iso_totalseg_crop.nii.gz"
+MR_ISO = "abdomen_mr_3mm_iso_totalseg.nii.gz"
+PELVIS = "pelvis_mr_t2_monai_crop.nii.gz"
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The folder of real CT/MR volumes (read-only); tests must never write there."""
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"The real test volumes are missing: expected them in {SHARED_DATA}")
-    return SHARED_DATA
+def test_data() -> Path:
+    """The folder of real CT/MR volumes in the repository (read-only); tests never write there."""
+    return TEST_DATA
 
 
 @pytest.fixture(scope="session")
-def brain_crop(shared_data, tmp_path_factory) -> Path:
+def brain_crop(tmp_path_factory) -> Path:
     """A 64x64x8 crop of a real T1 brain (6.5 mm slices): a training set tiny networks learn from
     in seconds."""
     path = tmp_path_factory.mktemp("brain-crop") / "train.nrrd"
-    brain = sitk.ReadImage(
-        str(shared_data / "mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain1.nrrd")
-    )
-    sitk.WriteImage(brain[80:144, 80:144, 8:16], str(path))
+    sitk.WriteImage(sitk.ReadImage(str(TEST_DATA / BRAIN1))[16:80, 16:80, 8:16], str(path))
     return path
 
 
@@ -100,6 +111,35 @@ def run_clade(*args, timeout: float = 600, **options) -> subprocess.CompletedPro
     return run_python("-m", "CLADE", *args, timeout=timeout, **options)
 
 
+def clade_in_process(*args) -> subprocess.CompletedProcess:
+    """``clade ARGS...`` run by ``CLADE.cli.main.main`` in this process, answered as
+    ``run_clade`` answers: the exit code, stdout and stderr (Python's and, first, what C
+    libraries such as ITK wrote to file descriptor 2). It saves the ~2.5 s a new interpreter
+    spends importing torch, for the many tests of what a command answers to bad input; the
+    process boundary itself (exit status, ``python -m CLADE``, the console script, signals) has
+    its own subprocess tests."""
+    from CLADE.cli.main import main
+
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    with tempfile.TemporaryFile() as native:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(native.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    code = main(argv)
+                except SystemExit as done:  # argparse's errors and --help
+                    code = done.code if isinstance(done.code, int) else int(done.code is not None)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        native.seek(0)
+        stderr = native.read().decode("utf-8", "replace") + err.getvalue()
+    return subprocess.CompletedProcess(["clade", *argv], code, out.getvalue(), stderr)
+
+
 @pytest.fixture
 def scene():
     """A fresh slicer-core MRML scene as ``slicer.mrmlScene``, cleared after the test."""
@@ -113,6 +153,35 @@ def scene():
 def python_exe() -> str:
     """The interpreter running the tests (subprocess tests use it to run ``-m CLADE``)."""
     return sys.executable
+
+
+#: The cores this process may use (the real-model tests take them all, see ``all_cores``).
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def pytest_configure(config) -> None:
+    # One thread for everything by default, subprocesses included (they inherit the variable):
+    # the tiny networks of the plumbing tests gain nothing from a second thread, and on a busy
+    # machine its synchronisation costs more than the work (a one-epoch tiny training: 2 s on
+    # one thread, 26 s on two, measured with four other jobs on 2 cores). Results do not depend
+    # on the thread count; the real-model tests use every core (``all_cores``).
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
+
+@pytest.fixture
+def all_cores(monkeypatch) -> int:
+    """Every core for this test, in this process and in the subprocesses it starts (the tests
+    that run the real shipped models); one thread again afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(CORES)
+    monkeypatch.setenv("OMP_NUM_THREADS", str(CORES))
+    monkeypatch.setenv("MKL_NUM_THREADS", str(CORES))
+    yield CORES
+    torch.set_num_threads(before)
 
 
 #: Markers given by the test file's name (prefix -> marker).

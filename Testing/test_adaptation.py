@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from conftest import CT_NATIVE
 
 from CLADE.adaptation import adapt_to_volume
 from CLADE.errors import Cancelled, CladeError
@@ -16,10 +17,10 @@ CT_WINDOW = NormalisationRecipe("fixed", -1024.0, 2048.0)
 
 
 @pytest.fixture(scope="module")
-def ct_crop(shared_data):
+def ct_crop(test_data):
     # 96 x 96 in-plane voxels of a real 2 mm CT: 20 slices, soft tissue, bone and contrast.
-    image = sitk.ReadImage(str(shared_data / "abdomen_ct_native_20sl_totalseg.nii.gz"))
-    return image[200:296, 200:296, :]
+    image = sitk.ReadImage(str(test_data / CT_NATIVE))
+    return image[100:196, 72:168, :]
 
 
 def tiny_ct_model(seed: int = 0) -> LoadedModel:

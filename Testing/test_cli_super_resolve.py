@@ -1,4 +1,4 @@
-"""`clade super-resolve` as a real subprocess: the main job and every bad input."""
+"""`clade super-resolve`: the main job as a real subprocess, every bad input (in this process)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import make_volume, run_clade
+from conftest import CT_NATIVE, clade_in_process, make_volume, run_clade
 
 from CLADE.model_file import build_generator, make_metadata, save_model
 
@@ -23,6 +23,12 @@ def clade(*args, cwd=None):
 def super_resolve(source, out, model, *options):
     """``clade super-resolve SOURCE OUT --model MODEL OPTIONS...``."""
     return clade("super-resolve", source, out, "--model", model, *options)
+
+
+def super_resolve_here(source, out, model, *options):
+    """The same command run in this process (``conftest.clade_in_process``): for the tests of
+    its answers, where the process boundary is not what is tested."""
+    return clade_in_process("super-resolve", source, out, "--model", model, *options)
 
 
 @pytest.fixture(scope="module")
@@ -43,15 +49,15 @@ def _assert_user_error(result, *phrases):
         assert phrase in message
 
 
-def test_real_ct_volume_end_to_end(shared_data, tmp_path, tiny_model_path):
-    source = shared_data / "abdomen_ct_native_20sl_totalseg.nii.gz"
+def test_real_ct_volume_end_to_end(test_data, tmp_path, tiny_model_path):
+    source = test_data / CT_NATIVE  # 256 x 256 x 20, int16 HU
     source_bytes = source.read_bytes()
     out = tmp_path / "iso.nii.gz"
     result = super_resolve(source, out, tiny_model_path, "--stride", "32", "--output-type", "input")
     assert result.returncode == 0, result.stderr
     assert "random (untrained) weights" in result.stderr
     summary = result.stdout.strip().splitlines()[-1]
-    assert "512x512x20" in summary and "patches (stride 32)" in summary
+    assert "256x256x20" in summary and "patches (stride 32)" in summary
     assert "Mvoxel/s on cpu" in summary
     image, output = sitk.ReadImage(str(source)), sitk.ReadImage(str(out))
     assert output.GetPixelID() == image.GetPixelID()  # cast back to int16
@@ -142,7 +148,7 @@ def test_bad_inputs_fail_with_one_sentence(tmp_path, small_volume, tiny_model_pa
         ((small_volume, tmp_path / "out.xyz"), ["Cannot tell the format"]),
     ]
     for (source, target), phrases in cases:
-        result = super_resolve(source, target, tiny_model_path)
+        result = super_resolve_here(source, target, tiny_model_path)
         _assert_user_error(result, *phrases)
         assert not out.exists()
 
@@ -152,7 +158,7 @@ def test_4d_series_is_refused(tmp_path, tiny_model_path):
     path = tmp_path / "series.nii.gz"
     sitk.WriteImage(image, str(path))
     _assert_user_error(
-        super_resolve(path, tmp_path / "o.nrrd", tiny_model_path),
+        super_resolve_here(path, tmp_path / "o.nrrd", tiny_model_path),
         "4 dimensions",
     )
 
@@ -167,7 +173,7 @@ def test_output_that_cannot_be_written(tmp_path, small_volume, tiny_model_path):
     # "cannot be written" cases here are ones that fail for root too.
     taken = tmp_path / "taken.nrrd"
     taken.mkdir()
-    _assert_user_error(super_resolve(small_volume, taken, tiny_model_path), "is a folder")
+    _assert_user_error(super_resolve_here(small_volume, taken, tiny_model_path), "is a folder")
     assert list(taken.iterdir()) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.nrrd"]
 
@@ -177,38 +183,39 @@ def test_unwritable_output_folder_via_file_as_folder(tmp_path, small_volume, tin
     blocker = tmp_path / "blocker"
     blocker.write_text("x")
     _assert_user_error(
-        super_resolve(small_volume, blocker / "o.nrrd", tiny_model_path),
+        super_resolve_here(small_volume, blocker / "o.nrrd", tiny_model_path),
         "does not exist",
     )
 
 
 def test_bad_models_fail_with_one_sentence(tmp_path, small_volume):
     out = tmp_path / "out.nrrd"
-    _assert_user_error(super_resolve(small_volume, out, "nonexistent"), "Unknown model")
+    _assert_user_error(super_resolve_here(small_volume, out, "nonexistent"), "Unknown model")
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"PK\x03\x04 garbage")
-    _assert_user_error(super_resolve(small_volume, out, corrupt), "corrupt")
+    _assert_user_error(super_resolve_here(small_volume, out, corrupt), "corrupt")
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(3)}, foreign)
-    _assert_user_error(super_resolve(small_volume, out, foreign), "not a CLADE model file")
+    _assert_user_error(super_resolve_here(small_volume, out, foreign), "not a CLADE model file")
     meta = make_metadata("m", "MR", base_filters=4, n_blocks=1)
     mismatched = save_model(tmp_path / "mismatch.pt", build_generator(meta), meta)
     record = torch.load(mismatched, weights_only=True)
     record["metadata"]["architecture"]["n_blocks"] = 3
     torch.save(record, mismatched)
-    _assert_user_error(super_resolve(small_volume, out, mismatched), "do not match")
+    _assert_user_error(super_resolve_here(small_volume, out, mismatched), "do not match")
     assert not out.exists()
 
 
-def test_adapt_option_fine_tunes_first_and_keeps_the_grid(shared_data, tmp_path, tiny_model_path):
+def test_adapt_option_fine_tunes_first_and_keeps_the_grid(test_data, tmp_path, tiny_model_path):
     source = tmp_path / "ct.nrrd"
-    image = sitk.ReadImage(str(shared_data / "abdomen_ct_native_20sl_totalseg.nii.gz"))
-    sitk.WriteImage(image[200:296, 200:296, :], str(source))
+    image = sitk.ReadImage(str(test_data / CT_NATIVE))
+    sitk.WriteImage(image[100:196, 72:168, :], str(source))
     plain, adapted = tmp_path / "plain.nrrd", tmp_path / "adapted.nrrd"
     assert (
-        super_resolve(source, plain, tiny_model_path, "--stride", "16", "--quiet").returncode == 0
+        super_resolve_here(source, plain, tiny_model_path, "--stride", "16", "--quiet").returncode
+        == 0
     )
-    result = super_resolve(source, adapted, tiny_model_path, "--stride", "16", "--adapt", "20")
+    result = super_resolve_here(source, adapted, tiny_model_path, "--stride", "16", "--adapt", "20")
     assert result.returncode == 0, result.stderr
     assert "adapted to this volume: 20 steps" in result.stderr
     assert "adapt:" in result.stderr  # the progress bar of the adaptation stage
@@ -223,7 +230,7 @@ def test_adapt_option_fine_tunes_first_and_keeps_the_grid(shared_data, tmp_path,
         assert not np.array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
     else:
         np.testing.assert_array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
-    bad = super_resolve(source, tmp_path / "x.nrrd", tiny_model_path, "--adapt", "-3")
+    bad = super_resolve_here(source, tmp_path / "x.nrrd", tiny_model_path, "--adapt", "-3")
     _assert_user_error(bad, "--adapt", "at least 1")
     assert not (tmp_path / "x.nrrd").exists()
 
@@ -234,7 +241,7 @@ def test_a_run_too_large_for_memory_is_refused_before_any_work(tmp_path, tiny_mo
     image.SetSpacing((0.7, 0.7, 50.0))
     source = tmp_path / "huge_spacing.nrrd"
     sitk.WriteImage(image, str(source), useCompression=True)
-    result = super_resolve(source, tmp_path / "out.nrrd", tiny_model_path)
+    result = super_resolve_here(source, tmp_path / "out.nrrd", tiny_model_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     message = result.stderr.strip().splitlines()[-1]
     assert "512x512x14286 voxels" in message and "of memory" in message

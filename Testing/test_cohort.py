@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import SimpleITK as sitk
-from conftest import make_volume, run_clade
+from conftest import clade_in_process, make_volume, run_clade
 
 
 def clade(*args, cwd=None, env=None):
@@ -69,29 +69,32 @@ def test_cohort_writes_one_output_each_reports_the_broken_file_and_skips_on_reru
 
 
 def test_cohort_bad_plans_are_refused_before_any_work(tmp_path, tiny_model_path):
+    # The command's answers, in this process (the cohort run above is the subprocess test).
     empty = tmp_path / "empty"
     empty.mkdir()
-    _assert_user_error(clade("super-resolve", empty, "--out-dir", tmp_path / "o"), "is empty")
+    _assert_user_error(
+        clade_in_process("super-resolve", empty, "--out-dir", tmp_path / "o"), "is empty"
+    )
     texts = tmp_path / "texts"
     texts.mkdir()
     (texts / "a.txt").write_text("x")
     _assert_user_error(
-        clade("super-resolve", texts, "--out-dir", tmp_path / "o"),
+        clade_in_process("super-resolve", texts, "--out-dir", tmp_path / "o"),
         "holds no NRRD, NIfTI or MetaImage volume",
     )
     volume = tmp_path / "v.nrrd"
     sitk.WriteImage(make_volume(size=(36, 34, 5)), str(volume))
     afile = tmp_path / "afile"
     afile.write_text("x")
-    _assert_user_error(clade("super-resolve", volume, "--out-dir", afile), "is a file")
+    _assert_user_error(clade_in_process("super-resolve", volume, "--out-dir", afile), "is a file")
     _assert_user_error(
-        clade("super-resolve", volume, "--out-dir", afile / "sub"), "cannot be created"
+        clade_in_process("super-resolve", volume, "--out-dir", afile / "sub"), "cannot be created"
     )
     other = tmp_path / "other"
     other.mkdir()
     sitk.WriteImage(make_volume(size=(36, 34, 5)), str(other / "v.nrrd"))
     _assert_user_error(
-        clade("super-resolve", volume, other / "v.nrrd", "--out-dir", tmp_path / "o2"),
+        clade_in_process("super-resolve", volume, other / "v.nrrd", "--out-dir", tmp_path / "o2"),
         "would both be written to",
     )
     assert not (tmp_path / "o2" / "v_clade.nrrd").exists()
@@ -109,7 +112,7 @@ def test_cohort_bad_plans_are_refused_before_any_work(tmp_path, tiny_model_path)
 def test_bad_inference_options_fail_with_one_sentence(tmp_path, tiny_model_path, options, phrase):
     volume = tmp_path / "v.nrrd"
     sitk.WriteImage(make_volume(size=(36, 34, 5)), str(volume))
-    result = clade(
+    result = clade_in_process(
         "super-resolve", volume, tmp_path / "o.nrrd", "--model", tiny_model_path, *options
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -1,4 +1,5 @@
-"""``clade simulate`` and ``clade evaluate`` end to end, as real subprocesses on real data."""
+"""``clade simulate`` and ``clade evaluate`` end to end, as real subprocesses on real data (their
+answers to bad input in this process)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import run_clade
+from conftest import CT_ISO, clade_in_process, run_clade
 
 from CLADE.evaluation_figure import figure_pixel_size
 from CLADE.geometry import lr_slice_stack, resample_to_isotropic
@@ -37,11 +38,11 @@ def _assert_user_error(result, *words):
 
 
 @pytest.fixture(scope="module")
-def case(shared_data, tmp_path_factory):
+def case(test_data, tmp_path_factory):
     """A small real CT (3 mm iso, cropped), its simulated 9 mm slices and a fake 'SR' output."""
     folder = tmp_path_factory.mktemp("evaluate")
-    ct = sitk.ReadImage(str(shared_data / "abdomen_ct_3mm_iso_totalseg.nii.gz"))
-    iso = sitk.RegionOfInterest(ct, [80, 72, 50], [20, 15, 40])  # 50 slices: not a multiple of 3
+    ct = sitk.ReadImage(str(test_data / CT_ISO))
+    iso = sitk.RegionOfInterest(ct, [80, 72, 50], [0, 5, 40])  # 50 slices: not a multiple of 3
     sitk.WriteImage(iso, str(folder / "iso.nii.gz"))
     result = _clade(
         sys.executable, "simulate", folder / "iso.nii.gz", folder / "thick.nrrd", "--thickness", 9
@@ -135,15 +136,19 @@ def test_volume_on_another_grid_is_refused_unless_resampled(case, python_exe):
     assert "resampled" in result.stdout
 
 
-def test_bad_inputs_are_one_sentence_errors(case, python_exe):
+def test_bad_inputs_are_one_sentence_errors(case):
+    # The commands' answers, in this process (the other tests run them as subprocesses).
     folder, *_ = case
+    thick = folder / "thick.nrrd"
     # A thick volume is no isotropic reference.
-    result = _evaluate(python_exe, folder, "sr.nii.gz", "--reference", folder / "thick.nrrd")
+    result = clade_in_process("evaluate", thick, folder / "sr.nii.gz", "--reference", thick)
     _assert_user_error(result, "not isotropic")
-    result = _evaluate(python_exe, folder, "sr.nii.gz", "--report", folder / "report.txt")
+    result = clade_in_process(
+        "evaluate", thick, folder / "sr.nii.gz", "--report", folder / "report.txt"
+    )
     _assert_user_error(result, ".json or .csv")
-    result = _clade(
-        python_exe, "simulate", folder / "iso.nii.gz", folder / "bad.nrrd", "--thickness", 2
+    result = clade_in_process(
+        "simulate", folder / "iso.nii.gz", folder / "bad.nrrd", "--thickness", 2
     )
     _assert_user_error(result, "not larger than the isotropic spacing")
     assert not (folder / "bad.nrrd").exists()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import run_clade
+from conftest import BRAIN1, TEST_DATA, clade_in_process
 
 from CLADE.degradation import blur_rows, degrade_slice
 from CLADE.errors import CladeError
@@ -91,20 +91,16 @@ def test_paired_patches_are_the_same_places_degraded():
     assert np.abs(y_degraded.astype(float) - y.astype(float)).mean() > 0.1
 
 
-def _brain_crop(tmp_path, shared_data, stop: int) -> tuple[Path, sitk.Image]:
-    """A real brain MRI (6.5 mm slices) and its in-plane crop [80:stop] written as crop.nrrd."""
+def _brain_crop(tmp_path, stop: int) -> tuple[Path, sitk.Image]:
+    """A real brain MRI (6.5 mm slices) and its in-plane crop [16:stop] written as crop.nrrd."""
     crop = tmp_path / "crop.nrrd"
-    image = sitk.ReadImage(
-        str(shared_data / "mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain1.nrrd")
-    )
-    sitk.WriteImage(image[80:stop, 80:stop, :], str(crop))
+    image = sitk.ReadImage(str(TEST_DATA / BRAIN1))
+    sitk.WriteImage(image[16:stop, 16:stop, :], str(crop))
     return crop, image
 
 
-def test_training_with_safeguards_logs_the_paired_loss_and_exports_a_residual_model(
-    tmp_path, shared_data
-):
-    crop, _ = _brain_crop(tmp_path, shared_data, 144)
+def test_training_with_safeguards_logs_the_paired_loss_and_exports_a_residual_model(tmp_path):
+    crop, _ = _brain_crop(tmp_path, 80)
     tiny = "--epochs 1 --max-patches 32 --base-filters 4 --n-blocks 1 --disc-filters 4 --quiet"
     base = ["train", crop, *tiny.split(), "--device", "cpu"]
     runs = {}
@@ -112,7 +108,7 @@ def test_training_with_safeguards_logs_the_paired_loss_and_exports_a_residual_mo
     on += ["--lambda-dc", "2"]
     for name, extra in (("on", on), ("off", [])):
         out = tmp_path / name
-        result = run_clade(*base, "--out", out, *extra, timeout=600)
+        result = clade_in_process(*base, "--out", out, *extra)
         assert result.returncode == 0, result.stderr
         events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
         epochs = [e for e in events if e["event"] == "epoch"]
@@ -175,23 +171,23 @@ def test_training_patch_sizes_outside_the_generator_grid_are_refused(size):
 
 
 def test_larger_training_patches_reach_the_bank_and_the_model_still_runs_on_whole_slices(
-    tmp_path, shared_data
+    tmp_path,
 ):
     """64-pixel paired patches (issue 14): the bank holds them, the model file still loads."""
     from CLADE.model_file import load_model
     from CLADE.pipeline import super_resolve
 
-    crop, image = _brain_crop(tmp_path, shared_data, 150)
+    crop, image = _brain_crop(tmp_path, 86)
     out = tmp_path / "run"
     tiny = "--epochs 1 --warmup-epochs 1 --lambda-paired 5 --residual --max-patches 16"
     tiny += " --base-filters 4 --n-blocks 1 --disc-filters 4 --quiet --patch-size 64"
-    result = run_clade("train", crop, "--out", out, *tiny.split(), timeout=600)
+    result = clade_in_process("train", crop, "--out", out, *tiny.split())
     assert result.returncode == 0, result.stderr
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["config"]["patch_size"] == 64
     model = load_model(out / "model_final.pt")
     assert model.metadata["patch_size"] == 32  # the inference patch of --tiling patches
-    small = image[90:130, 90:130, :]
+    small = image[26:66, 26:66, :]
     result = super_resolve(small, model, device="cpu")
     assert result.image.GetSize()[:2] == small.GetSize()[:2]
 

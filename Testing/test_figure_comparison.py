@@ -6,13 +6,10 @@ CLADE views whose zoom insets covered the anatomy; no thick-slice input, no prof
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import matplotlib.image
 import numpy as np
 import SimpleITK as sitk
-from conftest import run_python
+from conftest import clade_in_process, run_python
 
 from CLADE.evaluation import measure, prepare_comparison
 from CLADE.evaluation_figure import MIN_WIDTH_PIXELS, _columns, figure_pixel_size
@@ -21,24 +18,9 @@ from CLADE.geometry import resample_to_isotropic
 
 def test_demo_figure_is_large_and_mostly_image(tmp_path, tiny_model_path):
     out = tmp_path / "demo"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "CLADE",
-            "demo",
-            "--out",
-            str(out),
-            "--model",
-            str(tiny_model_path),
-            "--stride",
-            "32",
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=600,
+    # In this process: the figure is under test (test_shipped_models runs the demo's process).
+    result = clade_in_process(
+        "demo", "--out", out, "--model", tiny_model_path, "--stride", "32", "--quiet"
     )
     assert result.returncode == 0, result.stderr
     picture = matplotlib.image.imread(out / "comparison.png")

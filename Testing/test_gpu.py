@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import run_clade
+from conftest import BRAIN2, run_clade
 from helpers import known_model
 from torch import nn
 
@@ -31,16 +31,15 @@ from CLADE.model_file import LoadedModel
 from CLADE.pipeline import SuperResolutionRequest, run, super_resolve
 from CLADE.registry import resolve_model
 
-BRAIN2 = "mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain2.nrrd"
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU visible to PyTorch")
 TILINGS = [("slices", None), ("patches", 16)]
 
 
 @pytest.fixture(scope="module")
-def brain(shared_data) -> sitk.Image:
+def brain(test_data) -> sitk.Image:
     """A real thick-slice T1 brain MRI (0.78 x 0.78 x 6.5 mm), cropped to 48 x 48 x 6 voxels."""
-    return sitk.ReadImage(str(shared_data / BRAIN2))[88:136, 88:136, 9:15]
+    return sitk.ReadImage(str(test_data / BRAIN2))[8:56, 8:56, 9:15]
 
 
 @pytest.fixture(scope="module")

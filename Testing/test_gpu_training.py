@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import SimpleITK as sitk
 import torch
 
 from CLADE.errors import CladeError
@@ -13,15 +12,12 @@ from CLADE.model_file import load_model
 from CLADE.training import TrainingConfig, read_events, train
 from CLADE.training.checkpoint import load_checkpoint
 
-BRAIN1 = "mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain1.nrrd"
 TINY = dict(base_filters=4, n_blocks=1, disc_filters=4, max_patches=32, batch_size=4)
 
 
 @pytest.fixture
-def volume(shared_data, tmp_path):
-    path = tmp_path / "train.nrrd"
-    sitk.WriteImage(sitk.ReadImage(str(shared_data / BRAIN1))[80:144, 80:144, 8:16], str(path))
-    return path
+def volume(brain_crop):
+    return brain_crop
 
 
 def test_training_on_cuda_resumes_and_exports(volume, tmp_path):

@@ -5,20 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import BRAIN1, CT_ISO, CT_NATIVE, SAMPLE_VOLUME, TEST_DATA
 
 from CLADE.errors import CladeError
 from CLADE.metrics.piqe import piqe, piqe_result, volume_piqe
 
 pypiqe = pytest.importorskip("pypiqe")
 
-CT_NATIVE = "abdomen_ct_native_20sl_totalseg.nii.gz"
-CT_ISO = "abdomen_ct_3mm_iso_totalseg.nii.gz"
-MR_BRAIN = "mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain1.nrrd"
-MR_PELVIS = "pelvis_mr_t2_0p5x0p5x3mm_monai.nii.gz"
 
-
-def _array(shared_data, name) -> np.ndarray:
-    return sitk.GetArrayFromImage(sitk.ReadImage(str(shared_data / name)))
+def _array(path) -> np.ndarray:
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
 
 
 def _reference(slice2d: np.ndarray) -> float:
@@ -28,17 +24,26 @@ def _reference(slice2d: np.ndarray) -> float:
 @pytest.mark.parametrize(
     "name, take, dtype",
     [
-        (CT_NATIVE, lambda a: a[10, 128:384, 100:356], np.int16),  # 256x256, multiple of 16
-        (CT_NATIVE, lambda a: a[:, 250, :], np.float64),  # 20x512 LR plane, padded rows
-        (MR_BRAIN, lambda a: a[12], np.float64),  # 256x256
-        (MR_BRAIN, lambda a: a[:, :, 120], np.int16),  # 25x256
-        (MR_PELVIS, lambda a: a[9, 50:150, 60:197], np.uint16),  # 100x137, both padded
-        (CT_ISO, lambda a: a[:, 50, :], np.float64),  # 112x122, HU with negatives
-        (CT_ISO, lambda a: a[60], np.float32),
+        (TEST_DATA / CT_NATIVE, lambda a: a[10], np.int16),  # 256x256, multiple of 16
+        (TEST_DATA / CT_NATIVE, lambda a: a[:, 122, :], np.float64),  # 20x256 LR plane, padded
+        (TEST_DATA / BRAIN1, lambda a: a[12], np.float64),  # 128x128
+        (TEST_DATA / BRAIN1, lambda a: a[:, :, 56], np.int16),  # 25x128
+        (SAMPLE_VOLUME, lambda a: a[6, 0:100, 0:137], np.uint16),  # 100x137, both padded
+        (TEST_DATA / CT_ISO, lambda a: a[:, 40, :], np.float64),  # 112x81, HU with negatives
+        (TEST_DATA / CT_ISO, lambda a: a[60], np.float32),
+    ],
+    ids=[
+        "ct-axial",
+        "ct-lr-plane",
+        "brain-axial",
+        "brain-lr-plane",
+        "pelvis",
+        "ct-iso",
+        "ct-iso-axial",
     ],
 )
-def test_piqe_matches_pypiqe_on_real_slices(shared_data, name, take, dtype):
-    slice2d = take(_array(shared_data, name))
+def test_piqe_matches_pypiqe_on_real_slices(name, take, dtype):
+    slice2d = take(_array(name))
     if dtype == np.uint16:
         slice2d = slice2d - slice2d.min()
     slice2d = np.ascontiguousarray(slice2d).astype(dtype)
@@ -60,23 +65,23 @@ def test_constant_and_empty_slices_score_100():
     assert piqe(np.full((33, 17), -5.0)) == 100.0
 
 
-def test_masks_are_per_block_and_consistent(shared_data):
-    slice2d = _array(shared_data, MR_BRAIN)[12].astype(np.float64)
+def test_masks_are_per_block_and_consistent():
+    slice2d = _array(TEST_DATA / BRAIN1)[12].astype(np.float64)
     result = piqe_result(slice2d)
-    assert result.active.shape == (16, 16)
+    assert result.active.shape == (8, 8)  # 128 x 128 pixels in blocks of 16
     assert not (result.artefact & ~result.active).any()
     assert not (result.noise & ~result.active).any()
 
 
-def test_gain_invariant_offset_dependent(shared_data):
-    slice2d = _array(shared_data, MR_BRAIN)[12].astype(np.float64)
+def test_gain_invariant_offset_dependent():
+    slice2d = _array(TEST_DATA / BRAIN1)[12].astype(np.float64)
     score = piqe(slice2d)
     assert piqe(4.0 * slice2d) == pytest.approx(score, abs=1e-9)
     assert abs(piqe(slice2d + 2000.0) - score) > 1.0
 
 
-def test_volume_piqe_is_mean_of_kept_slices(shared_data):
-    volume = _array(shared_data, CT_ISO)[:, 30:62, 40:88].astype(np.float64)  # 112 x 32 x 48
+def test_volume_piqe_is_mean_of_kept_slices():
+    volume = _array(TEST_DATA / CT_ISO)[:, 20:52, 20:68].astype(np.float64)  # 112 x 32 x 48
     volume[:3] = 0.0  # empty slices: skipped
     per_slice = [piqe(volume[:, j, :]) for j in range(volume.shape[1])]
     assert volume_piqe(volume, axis=1) == pytest.approx(np.mean(per_slice), abs=1e-9)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import CT_ISO
 from scipy.ndimage import gaussian_filter
 
 import CLADE.metrics.reference as reference_module
@@ -15,10 +16,9 @@ skimage_metrics = pytest.importorskip("skimage.metrics")
 
 
 @pytest.fixture(scope="module")
-def ct_pair(shared_data):
-    truth = sitk.GetArrayFromImage(
-        sitk.ReadImage(str(shared_data / "abdomen_ct_3mm_iso_totalseg.nii.gz"))
-    )[20:80].astype(np.float64)
+def ct_pair(test_data):
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(test_data / CT_ISO)))[20:80]
+    truth = truth.astype(np.float64)
     degraded = gaussian_filter(truth, (1.5, 0.5, 0.5))
     degraded += np.random.default_rng(0).normal(0, 15, truth.shape)
     return truth, degraded

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import MR_ISO
 from scipy.special import erf
 
 from CLADE.errors import CladeError
@@ -82,8 +83,8 @@ def test_auto_lines_are_reproducible_and_cross_the_strongest_edge():
     assert mean_edge_sharpness(image, lines) > 0.5
 
 
-def test_snr_voxel_and_physical_boxes(shared_data):
-    image = sitk.ReadImage(str(shared_data / "abdomen_mr_3mm_iso_totalseg.nii.gz"))
+def test_snr_voxel_and_physical_boxes(test_data):
+    image = sitk.ReadImage(str(test_data / MR_ISO))
     array = sitk.GetArrayFromImage(image).astype(np.float64)
     signal = ((40, 30, 5), (60, 50, 15))
     background = ((0, 0, 0), (10, 10, 20))

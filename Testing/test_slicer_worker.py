@@ -349,7 +349,7 @@ def test_training_job_runs_clade_train_and_offers_the_new_models(scene, tmp_path
 
 
 def test_job_and_in_process_logic_give_the_pipelines_voxels_on_a_real_volume(
-    scene, shared_data, tiny_model_path, tmp_path
+    scene, test_data, tiny_model_path, tmp_path
 ):
     """Both Slicer paths are front ends of CLADE.pipeline: on a real brain MRI (6.5 mm slices,
     cropped in-plane to keep the test short) they give exactly what pipeline.run gives."""
@@ -359,10 +359,7 @@ def test_job_and_in_process_logic_give_the_pipelines_voxels_on_a_real_volume(
 
     from CLADE.pipeline import SuperResolutionRequest, run
 
-    image = sitk.ReadImage(
-        str(shared_data / "mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain2.nrrd")
-    )
-    image = image[80:176, 80:176, :]
+    image = sitk.ReadImage(str(test_data / "mr_brain2_t1gd_pyradiomics_crop.nrrd"))  # 96x96
     node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "brain")
     updateVolumeNodeFromImage(node, image)
     options = SuperResolutionOptions(

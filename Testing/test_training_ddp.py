@@ -8,18 +8,17 @@ import subprocess
 import pytest
 import SimpleITK as sitk
 import torch
+from conftest import BRAIN2
 
 from CLADE.model_file import load_model
 from CLADE.training import read_events
 from CLADE.training.checkpoint import load_checkpoint
 
-BRAIN2 = "mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain2.nrrd"
-
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
-def test_torchrun_two_processes(python_exe, shared_data, tmp_path):
+def test_torchrun_two_processes(python_exe, test_data, tmp_path):
     volume = tmp_path / "train.nrrd"
-    sitk.WriteImage(sitk.ReadImage(str(shared_data / BRAIN2))[80:144, 80:144, 8:16], str(volume))
+    sitk.WriteImage(sitk.ReadImage(str(test_data / BRAIN2))[0:64, 0:64, 8:16], str(volume))
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launcher = "-m torch.distributed.run --standalone --nproc_per_node 2 -m CLADE train"

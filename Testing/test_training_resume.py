@@ -10,14 +10,12 @@ import subprocess
 import time
 
 import pytest
-import SimpleITK as sitk
 import torch
 
 from CLADE.errors import CladeError
 from CLADE.training import TrainingConfig, read_events, train
 from CLADE.training.checkpoint import load_checkpoint, save_checkpoint
 
-BRAIN1 = "mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain1.nrrd"
 ARGS = (
     "--epochs 2 --max-patches 64 --batch-size 4 --base-filters 4 --n-blocks 1 --disc-filters 4 "
     "--seed 7 --quiet --log-every 1"
@@ -25,10 +23,8 @@ ARGS = (
 
 
 @pytest.fixture(scope="module")
-def volume(shared_data, tmp_path_factory):
-    path = tmp_path_factory.mktemp("resume") / "train.nrrd"
-    sitk.WriteImage(sitk.ReadImage(str(shared_data / BRAIN1))[80:144, 80:144, 8:16], str(path))
-    return path
+def volume(brain_crop):
+    return brain_crop
 
 
 def start(python_exe, volume, out, *extra):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import shutil
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from conftest import BRAIN2, MR_ISO
 
 from CLADE.cli.main import main
 from CLADE.geometry import resample_to_isotropic
@@ -16,19 +18,16 @@ from CLADE.training import TrainingConfig, read_events, train
 from CLADE.training.checkpoint import load_checkpoint
 from CLADE.training.trainer import build_networks
 
-BRAIN1 = "mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain1.nrrd"
-BRAIN2 = "mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain2.nrrd"
 TINY = dict(base_filters=4, n_blocks=1, disc_filters=4)
 TINY_ARGS = ["--base-filters", "4", "--n-blocks", "1", "--disc-filters", "4"]
 
 
 @pytest.fixture(scope="module")
-def crops(shared_data, tmp_path_factory):
+def crops(test_data, brain_crop, tmp_path_factory):
     """A 64x64x8 training crop (thick axis z, 6.5 mm), a validation crop and its reference."""
     folder = tmp_path_factory.mktemp("crops")
-    train_image = sitk.ReadImage(str(shared_data / BRAIN1))[80:144, 80:144, 8:16]
-    val_image = sitk.ReadImage(str(shared_data / BRAIN2))[96:144, 96:144, 9:13]
-    sitk.WriteImage(train_image, str(folder / "train.nrrd"))
+    val_image = sitk.ReadImage(str(test_data / BRAIN2))[16:64, 16:64, 9:13]
+    shutil.copy(brain_crop, folder / "train.nrrd")
     sitk.WriteImage(val_image, str(folder / "val.nrrd"))
     # Any volume on the validation output grid exercises PSNR/SSIM; spline is the natural one.
     sitk.WriteImage(resample_to_isotropic(val_image, 2), str(folder / "val_iso.nrrd"))
@@ -157,7 +156,7 @@ def test_refuses_a_folder_holding_another_run(trained, crops, capsys):
 @pytest.mark.parametrize(
     "case", ["empty", "unreadable", "isotropic", "2d", "few", "noresume", "isoval"]
 )
-def test_bad_input_is_one_sentence(case, crops, shared_data, tmp_path, capsys):
+def test_bad_input_is_one_sentence(case, crops, test_data, tmp_path, capsys):
     data = tmp_path / "data"
     data.mkdir()
     out = tmp_path / "out"
@@ -166,7 +165,7 @@ def test_bad_input_is_one_sentence(case, crops, shared_data, tmp_path, capsys):
         (data / "scan.nrrd").write_text("not really a volume")
         (data / "notes.txt").write_text("hello")
     elif case == "isotropic":
-        data = shared_data / "abdomen_mr_3mm_iso_totalseg.nii.gz"
+        data = test_data / MR_ISO
     elif case == "2d":
         sitk.WriteImage(sitk.Image([40, 40], sitk.sitkFloat32), str(data / "slice.nrrd"))
     elif case == "few":
@@ -177,7 +176,7 @@ def test_bad_input_is_one_sentence(case, crops, shared_data, tmp_path, capsys):
         extra = ["--resume"]
     elif case == "isoval":
         data = crops / "train.nrrd"
-        extra = ["--val", str(shared_data / "abdomen_mr_3mm_iso_totalseg.nii.gz")]
+        extra = ["--val", str(test_data / MR_ISO)]
     code, lines, err = run_cli([str(data), "--out", str(out), *TINY_ARGS, *extra], capsys)
     assert code == 2 and len(lines) == 1 and "Traceback" not in err
     message = lines[0]

@@ -9,6 +9,9 @@ sees the same batches, so the rows differ only in the loss term named.
 
 The shipped ``mri`` model card quotes this table (why validation chose the warm-up epoch).
 
+A developer tool: the usage below reads volumes from the developers' ``shared/data`` folder
+beside the repository, which is not part of it (the tests use the crops in ``Testing/data``).
+
 Usage::
 
     python benchmarks/cyclegan_start.py --model runs/train-mri/model_warmup.pt \\
@@ -86,7 +89,11 @@ def run_variant(base: TrainingConfig, overrides: dict, pretrain: bool, args, ban
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="A developer tool: the usage example reads the volumes in shared/data beside the "
+        "repository (not part of it).",
+    )
     parser.add_argument("volumes", nargs="+", help="training volumes (the model's own)")
     parser.add_argument("--model", required=True, help="a warmed-up model (model_warmup.pt)")
     parser.add_argument("--steps", type=int, default=30)

@@ -15,8 +15,8 @@ tables) and ``OUT/gpu-log.txt`` (the steps' output).
 Steps:
 
 1. ``env``: GPU, driver-side versions, SimpleITK.
-2. ``tests``: ``Testing/test_gpu.py`` (the CUDA tests) and the core tests whose real volumes were
-   carried (``CORE_TESTS``), under pytest, counted from its JUnit report.
+2. ``tests``: ``Testing/test_gpu.py`` (the CUDA tests) and the core tests (``CORE_TESTS``; their
+   real volumes are in ``Testing/data``), under pytest, counted from its JUnit report.
 3. ``inference``: ``benchmarks/inference.py`` on the paper-sized MRI and CT and the 512x512x83 CT
    with the shipped networks, the paper's patches against the default tiling: seconds end to end
    and for the network alone, voxels/s, peak GPU memory (one subprocess per row).
@@ -64,21 +64,17 @@ STEP_BUDGET = {
 }
 #: Seconds kept back at the end for writing the results.
 RESERVE = 5
-#: The core tests run on the GPU machine, with the real volumes each needs from shared_data
-#: (a test file runs only when all of its volumes were carried; see gpu_check.sh --prepare).
-CORE_TESTS = {
-    "Testing/test_patches.py": (),
-    "Testing/test_inference_control.py": (),
-    "Testing/test_networks.py": (),
-    "Testing/test_training_ddp.py": ("mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain2.nrrd",),
-    "Testing/test_training_run.py": (
-        "mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain1.nrrd",
-        "mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain2.nrrd",
-    ),
-    "Testing/test_pipeline.py": ("pelvis_mr_t2_0p5x0p5x3mm_monai.nii.gz",),
-    "Testing/test_adaptation.py": ("abdomen_ct_native_20sl_totalseg.nii.gz",),
-    "Testing/test_cli_super_resolve.py": ("abdomen_ct_native_20sl_totalseg.nii.gz",),
-}
+#: The core tests run on the GPU machine (their real volumes travel with the repository).
+CORE_TESTS = (
+    "Testing/test_patches.py",
+    "Testing/test_inference_control.py",
+    "Testing/test_networks.py",
+    "Testing/test_training_ddp.py",
+    "Testing/test_training_run.py",
+    "Testing/test_pipeline.py",
+    "Testing/test_adaptation.py",
+    "Testing/test_cli_super_resolve.py",
+)
 #: (case, setting) rows of benchmarks/inference.py: on the GPU, and in the dry run.
 INFERENCE_ROWS = [(c, s) for c in ("mri", "ct", "ct-large-ct") for s in ("paper", "default")]
 DRY_INFERENCE_ROWS = [("smoke", "paper"), ("smoke", "default")]
@@ -274,8 +270,7 @@ def step_env(dry_run: bool, seconds: float) -> dict:
 
 
 def step_tests(dry_run: bool, seconds: float) -> dict:
-    data = Path(os.environ.get("CLADE_SHARED_DATA", REPO.parent / "shared" / "data"))
-    result = {"shared_data": str(data)}
+    result = {}
     with tempfile.TemporaryDirectory() as scratch:
         # The GPU tests; the dry run takes only the marked ones (skipped without a GPU) so it
         # stays fast.
@@ -289,14 +284,10 @@ def step_tests(dry_run: bool, seconds: float) -> dict:
         if dry_run:
             result["core_tests_not_run"] = "dry run"
             return result
-        runnable = [
-            f for f, needs in CORE_TESTS.items() if all((data / n).is_file() for n in needs)
-        ]
-        result["core_test_files"] = runnable
-        result["core_test_files_without_data"] = sorted(set(CORE_TESTS) - set(runnable))
+        result["core_test_files"] = list(CORE_TESTS)
         left = seconds - gpu["seconds"] - 5
-        if runnable and left > 10:
-            core = _pytest(runnable, Path(scratch) / "core.xml", left)
+        if left > 10:
+            core = _pytest(list(CORE_TESTS), Path(scratch) / "core.xml", left)
             result.update({f"core_tests_{k}": v for k, v in core.items()})
     return result
 

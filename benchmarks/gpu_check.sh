@@ -7,23 +7,21 @@
 #
 # The GPU machine has PyTorch with CUDA, numpy, scipy, pytest and no network, but no SimpleITK:
 # --prepare downloads SimpleITK's wheel for its Python (3.12, x86-64), packs it small enough to
-# travel with the repository (xz; see pack_wheel in gpu_bench.py), and copies the real test
-# volumes the GPU tests read into build/gpu-carry/data. Name build/gpu-carry in the device call's
-# carry list. No install is needed: the repository goes on PYTHONPATH (python -m CLADE works).
+# travel with the repository (xz; see pack_wheel in gpu_bench.py) into build/gpu-carry; the
+# tests' real volumes are in Testing/data, tracked, so they travel anyway. Name build/gpu-carry
+# in the device call's carry list. No install is needed: the repository goes on PYTHONPATH
+# (python -m CLADE works).
 # All measuring is in benchmarks/gpu_bench.py; this script only sets up and calls it.
 set -u
 cd "$(dirname "$0")/.."
 CARRY=${GPU_CHECK_CARRY:-build/gpu-carry}
 PYTHON=${PYTHON:-python3}
-# The volumes the GPU tests need (brain2); add brain1 to also run Testing/test_training_run.py.
-DATA_FILES=${GPU_CHECK_DATA:-mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain2.nrrd}
 
 case "${1:-}" in
 --prepare)
     set -e
-    SHARED=${CLADE_SHARED_DATA:-../shared/data}
     VERSION=$($PYTHON -c "import SimpleITK; print(SimpleITK.Version_VersionString())")
-    rm -rf "$CARRY" && mkdir -p "$CARRY/site" "$CARRY/data" "$CARRY/wheel"
+    rm -rf "$CARRY" && mkdir -p "$CARRY/site" "$CARRY/wheel"
     $PYTHON -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
         --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
         --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
@@ -31,7 +29,6 @@ case "${1:-}" in
     echo "packing the SimpleITK $VERSION wheel (xz -9: minutes on a few cores) ..."
     $PYTHON benchmarks/gpu_bench.py --pack-wheel "$CARRY"/wheel/*.whl "$CARRY/site"
     rm -rf "$CARRY/wheel"
-    for name in $DATA_FILES; do cp "$SHARED/$name" "$CARRY/data/"; done
     tracked=$(git ls-files -z | xargs -0 stat -c %s | awk '{s += $1} END {print s}')
     carried=$(du -sb "$CARRY" | cut -f1)
     echo "travels: repository $((tracked >> 20)) MiB + $CARRY $((carried >> 20)) MiB" \
@@ -66,9 +63,6 @@ elif compgen -G ".whl/*.whl" >/dev/null && [ -z "$DRY" ]; then
     export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-if [ -d "$CARRY/data" ] && [ -z "$DRY" ]; then
-    export CLADE_SHARED_DATA="$PWD/$CARRY/data"
-fi
 
 if ! $PYTHON -c "import SimpleITK" 2>/dev/null; then
     echo "SimpleITK does not import: run 'bash benchmarks/gpu_check.sh --prepare' where pip works" \

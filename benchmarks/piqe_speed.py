@@ -3,6 +3,10 @@
 Run: ``python benchmarks/piqe_speed.py`` (needs pypiqe, a test dependency). Prints a table of
 median wall-clock times; the two 512 x 512 implementations are timed alternately on the same
 slice so machine load affects both alike.
+
+A developer tool: it reads the full 512 x 512 CT from the developers' ``shared/data`` folder
+beside the repository (``CLADE_SHARED_DATA`` names another), which is not part of it (the
+tests use the crops in ``Testing/data``).
 """
 
 from __future__ import annotations

@@ -20,6 +20,9 @@ wheel is fetched with ``pip download --no-deps nilearn`` into ``--cache`` and on
 file is taken out of it (the wheel is a zip); nilearn is never installed or imported. Colin27
 needs ``apt-get install mricron-data`` (skipped with a note when absent).
 
+A developer tool: it reads the two TotalSegmentator volumes from the developers' ``shared/data`` folder
+beside the repository, which is not part of it (the tests use the crops in ``Testing/data``).
+
 A manifest ``eval_volumes.json`` in the output folder lists every volume (name, modality,
 thick-slice file, reference file, thickness, axis, and ECLARE's relative slice thickness);
 ``benchmarks/model_quality.py`` reads it.
@@ -168,7 +171,10 @@ def build(out: Path, cache: Path, colin: bool, ct_path: Path) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="A developer tool: reads volumes from shared/data beside the repository (not part of it).",
+    )
     parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help=f"output folder ({DEFAULT_OUT})"
     )

@@ -13,6 +13,9 @@ Beyond the volumes in ``../shared/data``, the recipe (``models/train_shipped_mod
   5 mm along each of its three axes with a Gaussian slice profile, so that every plane of a real
   1 mm T1 brain serves as HR content for the paired term.
 
+A developer tool: the recipe reads the other volumes from the developers' ``shared/data`` folder
+beside the repository, which is not part of it (the tests use the crops in ``Testing/data``).
+
 None of these is an evaluation volume (``benchmarks/prepare_eval_data.py``): the MNI template,
 the TotalSegmentator 3 mm CT and MR stay held out.
 
@@ -92,7 +95,10 @@ def colin_slabs(out: Path) -> list[Path]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="A developer tool: reads volumes from shared/data beside the repository (not part of it).",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "training-data")
     parser.add_argument("--cache", type=Path, default=REPO / "runs" / "cache")
     args = parser.parse_args(argv)

@@ -5,6 +5,8 @@
 # source archive on PyPI; Colin27 outside its validation slab, simulated at 5 mm along each
 # axis). Evaluation data (never trained on) comes from benchmarks/prepare_eval_data.py; the MRI
 # validation crop (Colin27, Debian package mricron-data) from models/prepare_validation.py.
+# A developer tool: ../shared/data is the developers' folder beside the repository, not part of
+# it (the tests use the crops in Testing/data).
 #
 # Recipe (models/cards/mri.md and ct.md): G_X alone on the self-supervised paired term
 # (HR-plane patches degraded like thick slices, thickness ratio drawn per slice from a range),
