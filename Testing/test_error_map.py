@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import make_volume, run_clade, run_python
+from conftest import clade_in_process, make_volume, run_clade, run_python
 from scipy.ndimage import gaussian_filter
 from scipy.stats import spearmanr
 
@@ -122,12 +122,12 @@ def test_cohort_writes_one_map_per_input_and_refuses_a_map_file_name(tmp_path, t
         sitk.WriteImage(make_volume(size=(36, 34, 5), seed=index), str(folder / name))
     out = tmp_path / "out"
     common = ("--model", tiny_model_path, "--device", "cpu", "--out-dir", out)
-    result = run_clade("super-resolve", folder, *common, "--error-map")
+    result = clade_in_process("super-resolve", folder, *common, "--error-map")
     assert result.returncode == 0, result.stderr
     for name in ("a_clade.nrrd", "b_clade.nii.gz"):
         error_name = name.replace("_clade", "_clade_error")
         same_grid(sitk.ReadImage(str(out / error_name)), sitk.ReadImage(str(out / name)))
-    refused = run_clade("super-resolve", folder, *common, "--error-map", tmp_path / "m.nrrd")
+    refused = clade_in_process("super-resolve", folder, *common, "--error-map", tmp_path / "m.nrrd")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "takes no file name" in refused.stderr
 
@@ -157,7 +157,7 @@ def test_evaluate_figure_shows_the_map_beside_the_true_error(tmp_path, tiny_mode
     for name, image in zip(paths, (thick, result.image, truth, result.error_map)):
         sitk.WriteImage(image, str(paths[name]))
     figure = tmp_path / "figure.png"
-    done = run_clade(
+    done = clade_in_process(
         "evaluate", paths["thick"], paths["sr"], "--reference", paths["truth"],
         "--error-map", paths["map"], "--figure", figure,
     )  # fmt: skip
@@ -170,7 +170,7 @@ def test_evaluate_figure_shows_the_map_beside_the_true_error(tmp_path, tiny_mode
     coloured = (rgb.max(axis=-1) - rgb.min(axis=-1)) > 0.2  # inferno, not grey or white
     height = picture.shape[0]
     assert coloured[int(height * 0.75) :].mean() > 10 * coloured[: int(height * 0.5)].mean()
-    refused = run_clade("evaluate", paths["thick"], paths["sr"], "--error-map", paths["map"])
+    refused = clade_in_process("evaluate", paths["thick"], paths["sr"], "--error-map", paths["map"])
     assert refused.returncode == 2 and "add --figure" in refused.stderr
 
 
