@@ -77,12 +77,16 @@ def scriptedJob(scene, tmp_path, name, code):
 
 
 def runJob(job, timeout=180):
+    """The job's events, and the stages its progress events went through, in order (read from
+    the events: one poll may drain several stages' events when the machine is busy)."""
     events, stages = [], []
     deadline = time.monotonic() + timeout
     while not job.done and time.monotonic() < deadline:
-        events += job.poll()
-        if job.stage and (not stages or stages[-1] != job.stage):
-            stages.append(job.stage)
+        for event in job.poll():
+            events.append(event)
+            stage = event.get("stage") if event.get("event") == "progress" else None
+            if stage and (not stages or stages[-1] != stage):
+                stages.append(stage)
         time.sleep(0.02)
     return events, stages
 
