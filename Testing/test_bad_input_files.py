@@ -14,10 +14,10 @@ import struct
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 import SimpleITK as sitk
 from conftest import clade_in_process, make_volume
+from test_bad_input_dicom import write_series
 
 from CLADE.demo import SAMPLE_PATH
 
@@ -116,37 +116,9 @@ def test_nrrd_zero_space_direction_is_refused(tmp_path, tiny_model_path):
     _refused(_super_resolve(source, tmp_path, tiny_model_path), "spacing of 0 mm along axis 2")
 
 
-def _dicom_series(folder: Path, z_positions) -> Path:
-    folder.mkdir()
-    volume = sitk.GetArrayFromImage(make_volume(size=(40, 36, len(z_positions)), dtype=np.int16))
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    series = "1.2.826.0.1.3680043.2.1125.1.4242"
-    for index, z in enumerate(z_positions):
-        slice_image = sitk.GetImageFromArray(volume[index])
-        slice_image.SetSpacing((1.0, 1.0))
-        tags = {
-            "0008|0060": "MR",
-            "0008|0016": "1.2.840.10008.5.1.4.1.1.4",
-            "0008|0018": f"{series}.{index + 1}",
-            "0020|000d": "1.2.826.0.1.3680043.2.1125.1.4241",
-            "0020|000e": series,
-            "0020|0013": str(index + 1),
-            "0020|0032": f"0\\0\\{z:g}",
-            "0020|0037": "1\\0\\0\\0\\1\\0",
-            "0018|0050": "4",
-            "0028|0030": "1\\1",
-        }
-        for tag, value in tags.items():
-            slice_image.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"slice{index:03d}.dcm"))
-        writer.Execute(slice_image)
-    return folder
-
-
 def test_dicom_series_with_a_missing_slice_is_refused_naming_the_gap(tmp_path, tiny_model_path):
     positions = [4.0 * i for i in range(10) if i != 5]  # slice 5 missing: an 8 mm gap
-    folder = _dicom_series(tmp_path / "series", positions)
+    folder = write_series(tmp_path / "series", positions)
     message = _refused(
         _super_resolve(folder, tmp_path, tiny_model_path),
         "unevenly spaced slices",
@@ -159,7 +131,7 @@ def test_dicom_series_with_a_missing_slice_is_refused_naming_the_gap(tmp_path, t
 def test_evenly_spaced_dicom_series_is_read(tmp_path):
     from CLADE.volume_io import read_volume
 
-    folder = _dicom_series(tmp_path / "series", [4.0 * i for i in range(8)])
+    folder = write_series(tmp_path / "series", [4.0 * i for i in range(8)])
     image = read_volume(folder)
     assert image.GetSize() == (40, 36, 8)
     assert image.GetSpacing()[2] == pytest.approx(4.0)
