@@ -21,10 +21,11 @@ from .Devices import describeDevices, describePackages, probeCommand, probeResul
 from .InputValidation import validateInputVolume
 from .Parameters import Device, Tiling
 from .SuperResolutionLogic import SuperResolutionOptions, pythonExecutable
+from .Tab import Tab
 from .WorkerProcess import WorkerProcess, formatSeconds
 
 
-class SuperResolveTab:
+class SuperResolveTab(Tab):
     """Behaviour of the Super-resolve tab.
 
     :param host: the module widget (``ui``, ``parameterNode``, ``logic``, ``timer``,
@@ -35,11 +36,7 @@ class SuperResolveTab:
     """
 
     def __init__(self, host, makeJob, settings):
-        self.host = host
-        self.ui = host.ui
-        self.makeJob = makeJob
-        self.settings = settings
-        self.job = None
+        super().__init__(host, makeJob, settings)
         self.deviceProbe = None
         self.deviceInfo = None
         self.modelChoices = []
@@ -49,10 +46,6 @@ class SuperResolveTab:
         self._shownLogLines = 0
         self._comparison = None
         self._errorMap = None  # (result, map) node IDs while the map is the overlay
-
-    @property
-    def parameterNode(self):
-        return self.host.parameterNode
 
     def connectSignals(self):
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)

@@ -12,6 +12,7 @@ import slicer
 
 from . import ModelCatalog
 from .InputValidation import validateTrainingInputs
+from .Tab import Tab
 from .Training import PRESETS, TrainingOptions, runInFolder
 from .WorkerProcess import formatSeconds
 
@@ -22,7 +23,7 @@ RESUME_OFFER = (
 )
 
 
-class TrainTab:
+class TrainTab(Tab):
     """Behaviour of the Train tab.
 
     :param host: the module widget (``ui``, ``parameterNode``, ``timer``,
@@ -33,19 +34,11 @@ class TrainTab:
     """
 
     def __init__(self, host, makeJob, settings):
-        self.host = host
-        self.ui = host.ui
-        self.makeJob = makeJob
-        self.settings = settings
-        self.job = None
+        super().__init__(host, makeJob, settings)
         self.plotNodes = None
         self.message = ""
         self.lastPreset = None
         self.newModel = None  # the last run's model, offered to Super-resolve (never switched)
-
-    @property
-    def parameterNode(self):
-        return self.host.parameterNode
 
     def connectSignals(self):
         self.ui.trainButton.connect("clicked(bool)", self.onTrainButton)
