@@ -230,6 +230,25 @@ def prepare_comparison(
     )
 
 
+def edge_profile_lines(comparison: Comparison, edge_count: int = 16) -> list:
+    """The lines along which :func:`measure` takes edge sharpness: through the ``edge_count``
+    strongest thick-axis edges of the reference (the spline without one), each as long as
+    the larger of one thick slice and 8 voxels.
+
+    Example:
+        >>> thick = sitk.GetImageFromArray(np.repeat(np.eye(8, dtype=np.float32)[:, :, None], 8, 2))
+        >>> thick.SetSpacing((1.0, 1.0, 4.0))
+        >>> len(edge_profile_lines(prepare_comparison(thick, []), edge_count=2))
+        2
+    """
+    ref_index = comparison.reference_index
+    edge_source = comparison.images[ref_index if ref_index is not None else 0]
+    half_length = max(
+        comparison.input_thick_spacing, 4.0 * edge_source.GetSpacing()[comparison.thick_axis]
+    )
+    return find_edge_lines(edge_source, comparison.thick_axis, edge_count, half_length)
+
+
 def measure(
     comparison: Comparison,
     *,
@@ -254,11 +273,7 @@ def measure(
     if (signal_box is None) != (background_box is None):
         raise CladeError("SNR needs both a signal box and a background box: give both or neither.")
     ref_index = comparison.reference_index
-    edge_source = comparison.images[ref_index if ref_index is not None else 0]
-    half_length = max(
-        comparison.input_thick_spacing, 4.0 * edge_source.GetSpacing()[comparison.thick_axis]
-    )
-    lines = find_edge_lines(edge_source, comparison.thick_axis, edge_count, half_length)
+    lines = edge_profile_lines(comparison, edge_count)
     reference_array = (
         sitk.GetArrayViewFromImage(comparison.images[ref_index]) if ref_index is not None else None
     )
@@ -293,7 +308,8 @@ def measure(
                 row["ssim"] = ssim(reference_array, array)
         rows.append(row)
     notes = list(comparison.notes)
-    notes.append(f"Edge sharpness measured along {len(lines)} lines of {2 * half_length:.3g} mm.")
+    length = float(np.linalg.norm(np.subtract(lines[0][1], lines[0][0])))
+    notes.append(f"Edge sharpness measured along {len(lines)} lines of {length:.3g} mm.")
     return EvaluationReport(rows, columns, comparison.thick_axis, comparison.planes, notes)
 
 

@@ -207,6 +207,8 @@ def test_fine_tuning_a_shipped_model_uses_its_architecture_and_the_shipped_recip
         shipped = architecture_of(load_model(files[name]).metadata)
         assert shipped["residual"] is True and parsed.residual is True
         assert shipped["upsample"] == parsed.upsample, name
+        assert shipped["base_filters"] == (parsed.base_filters or 64), name
+        assert shipped["n_blocks"] == (parsed.n_blocks or 6), name
     assert "--init-model" not in Training.TrainingOptions().commandArguments()
 
 

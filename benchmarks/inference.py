@@ -16,13 +16,18 @@ Columns:
 * ``e2e/net``: the bare network's rate over the end-to-end rate (target >= 0.9).
 * ``peak/out``: peak resident memory above the bare import, over the float32 output's size
   (target < 3).
-* ``speed-up``: the paper row's seconds over this row's, within a case.
+* ``speed-up``: the first row's seconds over this row's, within a case (the paper's patches
+  when they run; with ``--students``, the teacher's first row against its students').
+
+``--students`` runs every setting also with each shipped student of the case's model (the
+manifest's ``distilled_from``, issue 27), right after the teacher, in the same invocation.
 
 Usage::
 
     python benchmarks/inference.py                      # mri and ct, paper vs default, CPU
     python benchmarks/inference.py --cases ct-large     # the 512x512x83 CT, memory (tiny net)
     python benchmarks/inference.py --device cuda --json benchmarks/results/gpu-inference.json
+    python benchmarks/inference.py --cases mri ct-large-ct --settings default --students
 """
 
 from __future__ import annotations
@@ -40,10 +45,12 @@ import numpy as np
 # name: size (x, y, z), spacing (mm), shipped model (or "tiny"), paper seconds (RTX A6000)
 CASES = {
     "mri": ((185, 330, 23), (1.2, 1.2, 6.6), "mri", 103.0),
-    "ct": ((320, 320, 22), (0.95, 0.95, 5.0), "ct", 292.0),
+    # CT cases run the 64-filter ct-large (the paper's architecture; the default ct is its
+    # student: --students adds it).
+    "ct": ((320, 320, 22), (0.95, 0.95, 5.0), "ct-large", 292.0),
     "ct-large": ((512, 512, 83), (0.7, 0.7, 5.0), "tiny", None),
     # The same CT with the shipped ct network (speed on a GPU: benchmarks/gpu_bench.py).
-    "ct-large-ct": ((512, 512, 83), (0.7, 0.7, 5.0), "ct", None),
+    "ct-large-ct": ((512, 512, 83), (0.7, 0.7, 5.0), "ct-large", None),
     "smoke": ((40, 48, 6), (1.0, 1.0, 4.0), "tiny", None),  # checks the script in seconds
 }
 # name: pipeline settings
@@ -91,8 +98,16 @@ def _model(kind: str):
     return LoadedModel(build_generator(meta).eval(), meta)
 
 
-def run_row(case: str, setting: str, device: str) -> dict:
-    """One measurement, in this process (called in a fresh subprocess by :func:`main`)."""
+def students_of(teacher: str) -> list[str]:
+    """The shipped models distilled from ``teacher`` (none for the tiny network)."""
+    from CLADE.registry import read_manifest
+
+    return [e["name"] for e in read_manifest() if e.get("distilled_from") == teacher]
+
+
+def run_row(case: str, setting: str, device: str, model_name: str | None = None) -> dict:
+    """One measurement, in this process (called in a fresh subprocess by :func:`main`);
+    ``model_name`` replaces the case's model."""
     import torch
 
     from CLADE.device import resolve_device
@@ -101,6 +116,7 @@ def run_row(case: str, setting: str, device: str) -> dict:
     from CLADE.pipeline import SuperResolutionRequest, resolve_request, run
 
     size, spacing, kind, paper_seconds = CASES[case]
+    kind = model_name or kind
     model = _model(kind)
     image = synthetic_volume(size, spacing)
     baseline_mb = _current_rss_mb()  # imports, model and the input image
@@ -188,13 +204,14 @@ def format_table(rows: list[dict]) -> str:
         "net s | e2e/net | peak RSS MB | peak/out | speed-up | paper GPU s |"
     )
     lines = [header, "|" + "---|" * 14]
-    paper = {r["case"]: r["seconds"] for r in rows if r["setting"] == "paper"}
+    first: dict[str, float] = {}
+    for r in rows:
+        first.setdefault(r["case"], r["seconds"])
     for r in rows:
         tiling = r["tiling"] + (f" s{r['stride']}" if r["stride"] else "")
         if r["ensemble"] != "none":
             tiling += f" +{r['ensemble']}"
-        speedup = paper.get(r["case"])
-        speedup = "" if speedup is None else f"{speedup / r['seconds']:.1f}x"
+        speedup = f"{first[r['case']] / r['seconds']:.1f}x"
         gpu = "" if r["paper_gpu_seconds"] is None else f"{r['paper_gpu_seconds']:g}"
         lines.append(
             f"| {r['case']} | {r['setting']} | {r['model']} | {r['input']} -> {r['output']} | "
@@ -206,6 +223,17 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _plan(args) -> list[tuple[str, str, str]]:
+    """(case, setting, model) of every row, in order: each setting with the case's model, then
+    (``--students``) with each of its students."""
+    plan = []
+    for case in args.cases:
+        teacher = CASES[case][2]
+        models = [teacher] + (students_of(teacher) if args.students and teacher != "tiny" else [])
+        plan += [(case, setting, model) for setting in args.settings for model in models]
+    return plan
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", nargs="+", default=["mri", "ct"], choices=sorted(CASES))
@@ -213,26 +241,27 @@ def main(argv=None) -> int:
         "--settings", nargs="+", default=["paper", "default"], choices=sorted(SETTINGS)
     )
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--students", action="store_true", help="also run the shipped students of each model"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
-    parser.add_argument("--row", nargs=2, metavar=("CASE", "SETTING"), help=argparse.SUPPRESS)
+    parser.add_argument("--row", nargs="+", metavar="CASE SETTING [MODEL]", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.row:
-        print(json.dumps(run_row(args.row[0], args.row[1], args.device)))
+        print(json.dumps(run_row(*args.row[:2], args.device, *args.row[2:3])))
         return 0
     rows = []
-    for case in args.cases:
-        for setting in args.settings:
-            print(f"running {case} / {setting} on {args.device} ...", file=sys.stderr, flush=True)
-            completed = subprocess.run(
-                [sys.executable, __file__, "--row", case, setting, "--device", args.device],
-                capture_output=True,
-                text=True,
-            )
-            if completed.returncode != 0:
-                print(completed.stderr, file=sys.stderr)
-                return completed.returncode
-            rows.append(json.loads(completed.stdout.strip().splitlines()[-1]))
-            print(format_table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+    for case, setting, model in _plan(args):
+        print(f"running {case} / {setting} / {model} on {args.device} ...", file=sys.stderr)
+        command = [sys.executable, __file__, "--row", case, setting, model]
+        completed = subprocess.run(
+            command + ["--device", args.device], capture_output=True, text=True
+        )
+        if completed.returncode != 0:
+            print(completed.stderr, file=sys.stderr)
+            return completed.returncode
+        rows.append(json.loads(completed.stdout.strip().splitlines()[-1]))
+        print(format_table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
     table = format_table(rows)
     print(table)
     if args.json:

@@ -19,7 +19,8 @@ import argparse
 import json
 from pathlib import Path
 
-from CLADE.model_file import load_model, save_model
+from CLADE.model_file import architecture_of, load_model, save_model
+from CLADE.network_cost import generator_flops_per_voxel
 from CLADE.registry import DEFAULT_INFERENCE, MANIFEST_PATH, MODELS_DIR, sha256_of
 
 
@@ -48,7 +49,13 @@ def main() -> None:
         "modality": metadata["modality"],
         "default_stride": int(metadata.get("default_stride", 12)),
         "description": args.description,
+        # Recorded here so `clade models` can state the cost without loading any network.
+        "architecture": architecture_of(metadata),
+        "flops_per_voxel": generator_flops_per_voxel(metadata["architecture"]),
     }
+    teacher = metadata.get("training", {}).get("distilled_from")
+    if teacher:  # a student (models/distil_student.py): its teacher, for the cards and tests
+        entry["distilled_from"] = teacher
     if args.card:
         entry["card"] = args.card
     if args.quality:

@@ -31,8 +31,8 @@ def description(module) -> str:
 
     Example:
         >>> import CLADE.cli.models
-        >>> description(CLADE.cli.models)
-        'List the models shipped with CLADE.'
+        >>> description(CLADE.cli.models)[:36]
+        'List the models shipped with CLADE: '
     """
     paragraph = module.__doc__.split("\n\n")[1]
     return " ".join(paragraph.split()).replace("``", "`")

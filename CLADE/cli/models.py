@@ -1,6 +1,7 @@
 """``clade models``: list the shipped models and what they are for.
 
-List the models shipped with CLADE.
+List the models shipped with CLADE: name, the generator's cost per output voxel (floating-point
+operations of one pass, counted from its architecture), and what it is for.
 """
 
 from __future__ import annotations
@@ -22,6 +23,13 @@ def run(args: argparse.Namespace) -> int:
             "file from `clade train`."
         )
         return 0
+    from ..network_cost import generator_flops_per_voxel
+
+    width = max(len(entry["name"]) for entry in entries)
     for entry in entries:
-        print(f"{entry['name']:6s} {entry.get('description', '')}")
+        cost = ""
+        if "architecture" in entry:
+            mflop = generator_flops_per_voxel(entry["architecture"]) / 1e6
+            cost = f"{mflop:.2f} MFLOP/voxel  "
+        print(f"{entry['name']:{width}s}  {cost}{entry.get('description', '')}")
     return 0

@@ -53,7 +53,9 @@ RUN_MARKERS = ("run.json", "checkpoint.pt")
 #: term alone (``--warmup-epochs`` = all epochs) and a cosine-annealed rate from 1e-4.
 FINE_TUNE_RECIPES = {
     "mri": "--residual --upsample transpose --lambda-paired 20 --paired-ratios 2 8",
-    "ct": "--residual --upsample resize --lambda-paired 20 --paired-ratios 2 6 --window -1024 2048",
+    # ct is the 32-filter student of ct-large (issue 27, models/cards/students.md).
+    "ct": "--residual --base-filters 32 --upsample resize --lambda-paired 20 --paired-ratios 2 6 "
+    "--window -1024 2048",
 }
 FINE_TUNE_SCHEDULE = "--lr 1e-4 --lr-schedule cosine"
 
