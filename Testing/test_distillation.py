@@ -166,3 +166,29 @@ def test_a_shipped_student_adapts_maps_its_error_and_gives_its_teachers_answer(
     answer = outputs[teacher]
     # Measured: +6.2 dB (ct) and +7.3 dB (mri-fast) closer to the teacher than the spline is.
     assert psnr(answer, outputs[student]) > psnr(answer, spline) + 3.0
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("all_cores")
+def test_the_students_run_in_a_cohort_and_in_the_slicer_cli_module(tmp_path, test_data):
+    from conftest import CT_NATIVE, run_python
+    from test_slicer_cli import SCRIPT
+
+    brain = sitk.ReadImage(str(test_data / BRAIN2))
+    for index, corner in enumerate((0, 40)):
+        sitk.WriteImage(brain[corner : corner + 40, 20:60, :], str(tmp_path / f"b{index}.nrrd"))
+    result = clade_in_process(
+        "super-resolve", tmp_path / "b0.nrrd", tmp_path / "b1.nrrd", "--out-dir", tmp_path / "iso",
+        "--model", "mri-fast", "--device", "cpu", "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for index in range(2):
+        out = sitk.ReadImage(str(tmp_path / "iso" / f"b{index}_clade.nrrd"))
+        assert out.GetSize()[:2] == (40, 40) and out.GetSize()[2] > 2 * brain.GetSize()[2]
+    ct = tmp_path / "ct.nrrd"
+    sitk.WriteImage(sitk.ReadImage(str(test_data / CT_NATIVE))[100:140, 72:112, :], str(ct))
+    result = run_python(
+        SCRIPT, "--model", "ct", "--device", "cpu", ct, tmp_path / "ct_iso.nrrd", timeout=180
+    )
+    assert result.returncode == 0, result.stderr
+    assert sitk.ReadImage(str(tmp_path / "ct_iso.nrrd")).GetSize()[:2] == (40, 40)
