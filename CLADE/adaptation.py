@@ -77,6 +77,9 @@ class AdaptationResult:
     error_before: float
     error_after: float
     seconds: float
+    #: The adapted generator whether or not the safeguard kept it (for measuring the safeguard
+    #: itself, ``benchmarks/adaptation_curve.py``); :attr:`model` is what a run uses.
+    candidate: LoadedModel | None = None
 
     @property
     def improved(self) -> bool:
@@ -225,17 +228,17 @@ def adapt_prepared_volume(
             )
     generator.eval()
     error_after = _held_out_error(generator, source, target, held)
-    chosen = model
-    if error_after < error_before:  # the safeguard (module docstring); same rule as .improved
-        adapted = {
-            "steps": steps,
-            "pairs": len(train),
-            "held_out_error_before": error_before,
-            "held_out_error_after": error_after,
-            "learning_rate": learning_rate,
-            "seed": seed,
-        }
-        chosen = LoadedModel(generator.cpu(), {**model.metadata, "adapted": adapted}, model.path)
+    adapted = {
+        "steps": steps,
+        "pairs": len(train),
+        "held_out_error_before": error_before,
+        "held_out_error_after": error_after,
+        "learning_rate": learning_rate,
+        "seed": seed,
+    }
+    candidate = LoadedModel(generator.cpu(), {**model.metadata, "adapted": adapted}, model.path)
+    # The safeguard (module docstring); the same rule as AdaptationResult.improved.
+    chosen = candidate if error_after < error_before else model
     return AdaptationResult(
         model=chosen,
         steps=steps,
@@ -245,6 +248,7 @@ def adapt_prepared_volume(
         error_before=error_before,
         error_after=error_after,
         seconds=time.perf_counter() - started,
+        candidate=candidate,
     )
 
 
