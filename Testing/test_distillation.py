@@ -96,7 +96,6 @@ def test_clade_models_states_each_models_cost_from_its_manifest_record():
     entries = {e["name"]: e for e in read_manifest()}
     for name, entry in entries.items():
         flops = generator_flops_per_voxel(entry["architecture"])
-        assert entry["flops_per_voxel"] == flops
         line = next(line for line in result.stdout.splitlines() if line.startswith(name + " "))
         assert f"{flops / 1e6:.2f} MFLOP/voxel" in line
 
@@ -114,7 +113,10 @@ def test_each_modality_has_a_shipped_student_with_three_times_fewer_flops():
         assert model.metadata["architecture"] == entry["architecture"]
         assert model.metadata["training"]["distilled_from"] == teacher["name"]
         assert teacher["modality"] == entry["modality"]
-        assert teacher["flops_per_voxel"] / entry["flops_per_voxel"] >= 3.0
+        fewer = generator_flops_per_voxel(teacher["architecture"]) / generator_flops_per_voxel(
+            entry["architecture"]
+        )
+        assert fewer >= 3.0
 
 
 def test_prepared_volume_pairs_come_from_every_lr_plane():

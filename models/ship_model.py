@@ -20,7 +20,6 @@ import json
 from pathlib import Path
 
 from CLADE.model_file import architecture_of, load_model, save_model
-from CLADE.network_cost import generator_flops_per_voxel
 from CLADE.registry import DEFAULT_INFERENCE, MANIFEST_PATH, MODELS_DIR, sha256_of
 
 
@@ -51,7 +50,6 @@ def main() -> None:
         "description": args.description,
         # Recorded here so `clade models` can state the cost without loading any network.
         "architecture": architecture_of(metadata),
-        "flops_per_voxel": generator_flops_per_voxel(metadata["architecture"]),
     }
     teacher = metadata.get("training", {}).get("distilled_from")
     if teacher:  # a student (models/distil_student.py): its teacher, for the cards and tests
