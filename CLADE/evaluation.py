@@ -249,6 +249,20 @@ def edge_profile_lines(comparison: Comparison, edge_count: int = 16) -> list:
     return find_edge_lines(edge_source, comparison.thick_axis, edge_count, half_length)
 
 
+def reported_piqe(row: dict, planes: Sequence[str]) -> float | None:
+    """The one PIQE figure a report gives for a :func:`measure` row: the mean over the LR
+    planes when several were measured, else the single plane's.
+
+    Example:
+        >>> reported_piqe({"piqe_sagittal": 60.0}, ["sagittal"])
+        60.0
+        >>> reported_piqe({"piqe_sagittal": 60.0, "piqe_coronal": 70.0, "piqe_mean": 65.0},
+        ...               ["sagittal", "coronal"])
+        65.0
+    """
+    return row.get("piqe_mean", row.get(f"piqe_{planes[0]}"))
+
+
 def measure(
     comparison: Comparison,
     *,

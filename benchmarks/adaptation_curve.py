@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from model_quality import DEFAULT_DATA, read_manifest  # noqa: E402
 
 from CLADE.adaptation import adapt_to_volume  # noqa: E402
-from CLADE.evaluation import measure, prepare_comparison  # noqa: E402
+from CLADE.evaluation import measure, prepare_comparison, reported_piqe  # noqa: E402
 from CLADE.pipeline import super_resolve  # noqa: E402
 from CLADE.registry import resolve_model  # noqa: E402
 
@@ -70,7 +70,7 @@ def curve(volume: dict, data: Path, model, steps, device: str) -> dict:
             "psnr": row["psnr"],
             "ssim": row["ssim"],
             "edge_sharpness": row["edge_sharpness"],
-            "piqe": row.get("piqe_mean", row.get(f"piqe_{comparison.planes[0]}")),
+            "piqe": reported_piqe(row, comparison.planes),
             **runs.get(row["name"], {}),
         }
     shipped = rows["shipped"]

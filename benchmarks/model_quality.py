@@ -80,6 +80,7 @@ from CLADE.evaluation import (  # noqa: E402
     REFERENCE_NAME,
     measure,
     prepare_comparison,
+    reported_piqe,
 )
 from CLADE.evaluation_figure import save_evaluation_figure  # noqa: E402
 from CLADE.geometry import resample_to_isotropic  # noqa: E402
@@ -361,7 +362,7 @@ def evaluate_volume(volume: dict, models, args, log) -> dict:
                 "psnr": row.get("psnr"),
                 "ssim": row.get("ssim"),
                 "edge_sharpness": row.get("edge_sharpness"),
-                "piqe": row.get("piqe_mean", row.get(f"piqe_{comparison.planes[0]}")),
+                "piqe": reported_piqe(row, comparison.planes),
                 **{k: v for k, v in row.items() if k.startswith("piqe_")},
                 "seconds": seconds.get(name),
             }

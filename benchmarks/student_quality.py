@@ -38,7 +38,12 @@ import SimpleITK as sitk
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from model_quality import DEFAULT_DATA, read_manifest  # noqa: E402
 
-from CLADE.evaluation import edge_profile_lines, measure, prepare_comparison  # noqa: E402
+from CLADE.evaluation import (  # noqa: E402
+    edge_profile_lines,
+    measure,
+    prepare_comparison,
+    reported_piqe,
+)
 from CLADE.metrics import psnr, ssim  # noqa: E402
 from CLADE.metrics.sharpness import edge_sharpness_between  # noqa: E402
 from CLADE.pipeline import super_resolve  # noqa: E402
@@ -97,7 +102,7 @@ def compare(volume: dict, data: Path, teacher, students, device: str) -> dict:
     }
     rows = {}
     for row in report.rows:
-        piqe = row.get("piqe_mean", row.get(f"piqe_{comparison.planes[0]}"))
+        piqe = reported_piqe(row, comparison.planes)
         rows[row["name"]] = {
             "psnr": row.get("psnr"),
             "ssim": row.get("ssim"),

@@ -155,8 +155,9 @@ def gradient_l1(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     (the thick direction) and along the columns, summed.
 
     Why: an L1 fit to the teacher's intensities lets a small student trade a little edge slope
-    for a lower mean error (measured: 7% less edge sharpness than its teacher on the held-out
-    abdominal MR); matching the slopes themselves keeps the edges (``models/cards/students.md``).
+    for a lower mean error; this term asks for the slopes themselves. It is an option, not used
+    by the shipped students: measured, it barely changed their edge sharpness
+    (``models/cards/students.md``, *What was tried*).
 
     Example:
         >>> ramp = torch.arange(16.0).reshape(1, 1, 4, 4)
