@@ -41,6 +41,17 @@ ENSEMBLES = ("none", "flips2", "flips")
 #: The flips of each ensemble, as tensor dimensions to flip of a ``(B, 1, H, W)`` batch.
 _FLIPS = {"none": [()], "flips2": [(), (3,)], "flips": [(), (2,), (3,), (2, 3)]}
 
+
+def ensemble_passes(ensemble: str) -> int:
+    """Forward passes per input of an ensemble (1, 2 or 4).
+
+    Example:
+        >>> ensemble_passes("flips2")
+        2
+    """
+    return len(_FLIPS[ensemble])
+
+
 #: Pixels per forward pass on the CPU: oneDNN's throughput is flat beyond a few tens of
 #: thousands of pixels, and ~1 MPixel keeps activations near 1 GB.
 CPU_MAX_PIXELS = 1 << 20

@@ -7,8 +7,10 @@ reported through one progress type (:class:`PipelineProgress`):
 
 1. ``resample``: cubic B-spline onto the isotropic grid (:mod:`CLADE.geometry`), slab by slab,
    into one float32 array; the intensity window is computed once, on it.
-2. ``adapt`` (``adapt_steps > 0``): fine-tune a copy of the model on this volume's own degraded
-   in-plane slices (:mod:`CLADE.adaptation`), cut from that same resampled, normalised volume.
+2. ``adapt``: fine-tune a copy of the model on this volume's own degraded in-plane slices
+   (:mod:`CLADE.adaptation`), cut from that same resampled, normalised volume, when
+   ``adapt_steps`` asks for it: ``auto`` (the default) decides from the volume, the model and the
+   device (:mod:`CLADE.adaptation_policy`), a number forces that many steps, 0 turns it off.
 3. ``infer``: the generator over the LR-plane slices (:mod:`CLADE.inference`), slab by slab:
    each slab is normalised, run, de-normalised, given back what the window clipped, and written
    over its own spline values (each voxel lies in exactly one LR slice). Memory stays near two
@@ -33,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from .adaptation_policy import AUTO, inference_flops, parse_adapt_steps, plan_adaptation
 from .errors import Cancelled, CladeError
 from .geometry import (
     detect_thick_axis,
@@ -76,7 +79,7 @@ class SuperResolutionRequest:
     thick_axis: int | None = None
     device: str = "auto"
     batch_size: int | None = None  #: patches (patches) or slices (slices) per forward pass
-    adapt_steps: int = 0
+    adapt_steps: int | str = "auto"  #: auto | 0 (off) | steps (CLADE.adaptation_policy)
     error_map: bool = False  #: also estimate where the output may be wrong (CLADE.error_map)
 
 
@@ -110,6 +113,8 @@ class PipelineResult:
             f"({'+'.join(s['planes'])}, {', '.join(extras)}), {s['seconds']:.1f} s, "
             f"{s['voxels_per_second'] / 1e6:.2f} Mvoxel/s on {s['device']}"
         )
+        if s.get("adaptation"):
+            line += f"; {s['adaptation']}"
         return line + (f"; {s['error_map']['summary']}" if s.get("error_map") else "")
 
 
@@ -151,10 +156,7 @@ def resolve_request(request: SuperResolutionRequest) -> tuple[LoadedModel, dict]
         raise CladeError(f"Unknown ensemble {ensemble!r}: use auto, {', '.join(ENSEMBLES)}.")
     if request.batch_size is not None and request.batch_size < 1:
         raise CladeError(f"The batch size must be at least 1, not {request.batch_size}.")
-    if request.adapt_steps < 0:
-        raise CladeError(
-            f"The number of adaptation steps must be 0 (none) or more, not {request.adapt_steps}."
-        )
+    parse_adapt_steps(request.adapt_steps)  # a bad value fails before any work
     return model, {"tiling": tiling, "stride": stride, "ensemble": ensemble}
 
 
@@ -193,17 +195,18 @@ def run(
     _check_size(image, axis)
     slice_axes = lr_slice_axes(image, axis, request.plane)
     settings = resolve_device(request.device, request.precision)
-    work = estimate_work(image, axis, len(slice_axes), request.adapt_steps)
+    plan = _plan_adaptation(request, model, settings, chosen, axis, slice_axes, image)
+    work = estimate_work(image, axis, len(slice_axes), plan.steps)
     work.check(log)
-    if request.adapt_steps > 0 and min(work.output_size) < PATCH_SIZE:
+    if plan.steps > 0 and min(work.output_size) < PATCH_SIZE:
         raise CladeError(
             f"The volume is only {min(work.output_size)} voxels across on its isotropic grid, "
             f"smaller than the {PATCH_SIZE}-voxel patches adaptation learns from: super-resolve "
-            "it without adaptation."
+            "it with --adapt 0 or auto."
         )
     reporter = StageReporter(
         progress,
-        request.adapt_steps > 0,
+        plan.steps > 0,
         writing,
         started,
         _speed_advice(settings, chosen, len(slice_axes)),
@@ -221,10 +224,12 @@ def run(
     ratio = image.GetSpacing()[axis] / work.output_spacing[axis]
 
     adaptation = None
-    if request.adapt_steps > 0:
+    if plan.steps > 0:
         lr_axes = lr_slice_axes(image, axis, "auto")  # as adapt_to_volume samples them
-        adaptation = _adapt(volume, window, axis, lr_axes, ratio, model, request, reporter, cancel)
-        model = adaptation.model
+        prepared = (volume, window, axis, lr_axes, ratio)
+        adaptation, plan = _adapt(prepared, model, plan, request.device, reporter, cancel)
+        model = model if adaptation is None else adaptation.model
+    log.info("%s.", plan.describe())
 
     reporter.begin("infer")
     runner = GeneratorRunner(model, settings, chosen["ensemble"])
@@ -291,6 +296,8 @@ def run(
         "model_trained": model.trained,
         "intensity_window": [window.low, window.high],
         "adapted": None if adaptation is None else bool(adaptation.improved),
+        "adapt_steps": plan.steps,
+        "adaptation": _adaptation_summary(plan, adaptation),
         "error_map": None if error_map is None else error_map.stats(),
     }
     map_image = None if error_map is None else _on_grid(error_map.array, work.grid)
@@ -361,23 +368,62 @@ def _infer_plane(volume, output, slice_axis, thick_axis, window, engine) -> None
             target[first : first + per_slab] += result
 
 
-def _adapt(volume, window, axis, lr_axes, ratio, model, request, reporter, cancel):
-    from .adaptation import adapt_prepared_volume
+def _plan_adaptation(request, model, settings, chosen, axis, slice_axes, image):
+    from .geometry import isotropic_grid
+    from .inference import ensemble_passes
+
+    architecture = model.metadata.get("architecture")
+    grid = isotropic_grid(image, axis).size
+    cost = 0.0
+    if architecture is not None:
+        cost = inference_flops(
+            grid,
+            axis,
+            slice_axes,
+            architecture,
+            tiling=chosen["tiling"],
+            stride=chosen["stride"],
+            passes=ensemble_passes(chosen["ensemble"]),
+        )
+    gpu = settings.device.type != "cpu"
+    return plan_adaptation(request.adapt_steps, grid, axis, slice_axes, architecture, gpu, cost)
+
+
+def _adapt(prepared, model, plan, device, reporter, cancel):
+    """Adapt ``model`` as ``plan`` says; with ``auto``, a volume too poor in foreground to adapt
+    on is super-resolved without adaptation (the plan then says why) instead of failing."""
+    from .adaptation import TooLittleToAdapt, adapt_prepared_volume
     from .slice_sampling import PreparedVolume
 
+    volume, window, axis, lr_axes, ratio = prepared
     reporter.begin("adapt")
     prepared = PreparedVolume(window.normalise(volume), axis, lr_axes, ratio)
-    result = adapt_prepared_volume(
-        prepared,
-        model,
-        steps=request.adapt_steps,
-        device=request.device,
-        progress=lambda info: reporter.report(info.done_steps, info.total_steps),
-        cancel=cancel,
-    )
-    del prepared
+    try:
+        result = adapt_prepared_volume(
+            prepared,
+            model,
+            steps=plan.steps,
+            device=device,
+            progress=lambda info: reporter.report(info.done_steps, info.total_steps),
+            cancel=cancel,
+        )
+    except TooLittleToAdapt as error:
+        if plan.requested != AUTO:
+            raise
+        reporter.report(1, 1)
+        return None, replace(plan, steps=0, reason=str(error).split(":")[0].lower())
+    finally:
+        del prepared
     log.info(result.summary())
-    return result
+    return result, plan
+
+
+def _adaptation_summary(plan, adaptation) -> str:
+    """What was decided about adaptation and why, and what it did, for the run's summary."""
+    if adaptation is None:
+        return plan.describe()
+    verdict = "kept" if adaptation.improved else "not kept: no gain on the held-back slices"
+    return f"{plan.describe()}, {adaptation.seconds:.0f} s, {verdict}"
 
 
 def _warn_modality(image: sitk.Image, model: LoadedModel) -> None:
@@ -474,7 +520,7 @@ def super_resolve_file(
         request = replace(request, model=resolve_model(request.model))
     started = time.perf_counter()
     result = run(image, request, progress, cancel, writing=True)
-    reporter = StageReporter(progress, request.adapt_steps > 0, True, started)
+    reporter = StageReporter(progress, result.stats["adapt_steps"] > 0, True, started)
     reporter.begin("write")
     out_image = result.image
     if output_type == "input":

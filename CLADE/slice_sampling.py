@@ -39,12 +39,14 @@ def sample_slices(
     patch_size: int = 32,
     min_foreground: float = 0.0,
     threshold: float = -0.9,
+    indices: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Take up to ``patches_per_slice`` random patches from every slice of ``slices`` (n, H, W).
 
     A position is eligible when at least ``min_foreground`` of the patch's pixels exceed
-    ``threshold``. Returns the patches (float16, ``(N, P, P)``) and their positions
-    ``(slice, row, column)`` of the top-left corner.
+    ``threshold``. ``indices`` limits sampling to those slices (all by default; a subset is
+    read in place, without copying the stack). Returns the patches (float16, ``(N, P, P)``) and
+    their positions ``(slice, row, column)`` of the top-left corner.
 
     Example:
         >>> s = np.random.default_rng(0).uniform(-1, 1, (3, 40, 50)).astype(np.float32)
@@ -58,7 +60,7 @@ def sample_slices(
         raise ValueError(f"slices of {height}x{width} are smaller than {p}x{p} patches")
     rows, cols = height - p + 1, width - p + 1
     patches, positions = [], []
-    for index in range(n):
+    for index in range(n) if indices is None else indices:
         image = slices[index]
         if min_foreground > 0:
             # Windowed count of foreground pixels at every position, from an integral image.
@@ -188,12 +190,48 @@ def sample_volume_patches(
     y, where = sample_slices(hr, rng, **options)
     y_degraded = None
     if paired:
-        p = patch_size
-        y_degraded = np.empty_like(y)
-        degraded_slices = {}
-        for i, (index, r, c) in enumerate(where):
-            if index not in degraded_slices:
-                ratio = volume.ratio if paired_ratios is None else rng.uniform(*paired_ratios)
-                degraded_slices = {index: degrade_slice(hr[index], ratio)}
-            y_degraded[i] = degraded_slices[index][r : r + p, c : c + p]
+        if paired_ratios is None:
+            y_degraded = degraded_patches(hr, where, volume.ratio, patch_size)
+        else:
+            y_degraded = degraded_patches(
+                hr, where, lambda: rng.uniform(*paired_ratios), patch_size
+            )
     return np.concatenate(xs), y, y_degraded
+
+
+def paired_slice_patches(
+    slices: np.ndarray,
+    rng: np.random.Generator,
+    ratio: float,
+    indices: Sequence[int] | None = None,
+    **options,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random patches of HR ``slices`` (those in ``indices``) and the same patches cut from each
+    slice degraded along its rows like a thick-slice acquisition of ``ratio``.
+
+    ``options`` are those of :func:`sample_slices`. Used by adaptation, which holds whole slices
+    back (:mod:`CLADE.adaptation`).
+
+    Example:
+        >>> s = np.random.default_rng(0).uniform(-1, 1, (5, 40, 40)).astype(np.float32)
+        >>> y, y_deg = paired_slice_patches(s, np.random.default_rng(1), 4.0, indices=[0, 3])
+        >>> y.shape, y_deg.shape
+        ((8, 32, 32), (8, 32, 32))
+    """
+    y, where = sample_slices(slices, rng, indices=indices, **options)
+    return y, degraded_patches(slices, where, ratio, y.shape[-1] if len(y) else 32)
+
+
+def degraded_patches(slices: np.ndarray, where: np.ndarray, ratio, patch_size: int) -> np.ndarray:
+    """The patches at ``where`` (from :func:`sample_slices`) cut from their slices degraded by
+    :func:`CLADE.degradation.degrade_slice`; ``ratio`` is a number or a callable drawing one
+    per slice. Each slice is degraded once (positions come sorted by slice)."""
+    p = patch_size
+    out = np.empty((len(where), p, p), np.float16)
+    current, degraded = None, None
+    for i, (index, r, c) in enumerate(where):
+        if index != current:
+            current = index
+            degraded = degrade_slice(slices[index], ratio() if callable(ratio) else ratio)
+        out[i] = degraded[r : r + p, c : c + p]
+    return out

@@ -98,7 +98,7 @@ class CLADESuperResolutionParameterNode:
     outputVolume: vtkMRMLScalarVolumeNode
     model: str = ""  # shipped model name or model file path; "" = the first shipped model
     modelFile: str = ""
-    adaptSteps: Annotated[int, WithinRange(0, 5000)] = 0  # 0: no adaptation to the volume
+    adaptSteps: Annotated[int, WithinRange(-1, 5000)] = -1  # -1: auto, 0: off, N: N steps
     errorMap: bool = False  # also estimate where the result may be wrong (a second node)
     plane: LRPlane = LRPlane.AUTO
     device: Device = Device.AUTO

@@ -79,7 +79,9 @@ def buildParser():
     parser.add_argument("--stride", type=int, default=0)
     parser.add_argument("--ensemble", choices=ENSEMBLES, default="auto")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto")
-    parser.add_argument("--adapt", type=int, default=0)
+    # auto, 0 or a number of steps: the core checks it (CLADE.adaptation_policy), so the rule
+    # has one home and a bad value gets the core's one-sentence error.
+    parser.add_argument("--adapt", default="auto")
     parser.add_argument("--plane", choices=PLANES, default="auto")
     parser.add_argument("--device", choices=DEVICES, default="auto")
     parser.add_argument("--errorMap", default=None)

@@ -106,7 +106,7 @@ def test_cohort_bad_plans_are_refused_before_any_work(tmp_path, tiny_model_path)
         (("--tiling", "slices", "--stride", "8"), "--stride applies to --tiling patches only"),
         (("--batch-size", "0"), "expected a whole number of at least 1"),
         (("--stride", "40"), "between 1 and 32"),
-        (("--adapt", "0"), "of at least 1"),
+        (("--adapt", "-1"), "expected auto or a whole number of at least 0"),
     ],
 )
 def test_bad_inference_options_fail_with_one_sentence(tmp_path, tiny_model_path, options, phrase):

@@ -58,6 +58,8 @@ def curve(volume: dict, data: Path, model, steps, device: str) -> dict:
             "kept": adapted.improved,
             "held_out_error_before": adapted.error_before,
             "held_out_error_after": adapted.error_after,
+            "cross_error_before": adapted.cross_error_before,
+            "cross_error_after": adapted.cross_error_after,
         }
         print(f"  {name}: {adapted.summary()}", file=sys.stderr, flush=True)
     comparison = prepare_comparison(thick, methods, reference, thick_axis=axis)

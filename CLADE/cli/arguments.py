@@ -47,6 +47,32 @@ def int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
+def adapt_steps(text: str) -> int | str:
+    """A parser type for ``--adapt``: ``auto`` or a whole number of steps, 0 (off) or more.
+
+    Example:
+        >>> adapt_steps("auto"), adapt_steps("0"), adapt_steps("300")
+        ('auto', 0, 300)
+        >>> adapt_steps("-5")
+        Traceback (most recent call last):
+        ...
+        argparse.ArgumentTypeError: expected auto or a whole number of at least 0, got '-5'
+    """
+    from ..adaptation_policy import AUTO
+
+    if text.strip().lower() == AUTO:
+        return AUTO
+    try:
+        return int_at_least(0)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected auto or a whole number of at least 0, got {text!r}"
+        ) from None
+
+
+adapt_steps.__name__ = "auto or steps"
+
+
 def float_in(
     low: float | None = None,
     high: float | None = None,

@@ -20,7 +20,13 @@ import sys
 
 from ..geometry import PLANE_NAMES
 from ..progress import optional_tqdm
-from .arguments import add_thick_axis, int_at_least, patch_stride, positive_int, thick_axis_of
+from .arguments import (
+    adapt_steps,
+    add_thick_axis,
+    patch_stride,
+    positive_int,
+    thick_axis_of,
+)
 
 PATHS_HELP = "INPUT OUTPUT, or with --out-dir one or more inputs (files, folders, DICOM series)"
 
@@ -81,14 +87,16 @@ def add_arguments(parser) -> None:
     add_thick_axis(parser, "the thick slices")
     parser.add_argument(
         "--adapt",
-        type=int_at_least(1),
+        type=adapt_steps,
         nargs="?",
         const=DEFAULT_ADAPT_STEPS,
-        default=0,
+        default="auto",
         metavar="STEPS",
-        help="first fine-tune the model on this volume's own sharp in-plane slices, degraded "
-        f"like its thick slices, for STEPS steps (default {DEFAULT_ADAPT_STEPS} when given; "
-        "about a minute on one CPU core); kept only if it restores held-back slices better",
+        help="fine-tune the model on this volume's own sharp in-plane slices, degraded like "
+        "its thick slices, first; kept only if it restores held-back slices better along both "
+        "in-plane directions. auto (the default): 500 or 200 steps on a GPU, or on a CPU when "
+        "the run stays within the paper pipeline's time, else off (the summary says which "
+        f"and why); 0: off; STEPS: that many (without a number: {DEFAULT_ADAPT_STEPS})",
     )
     parser.add_argument(
         "--error-map",

@@ -31,6 +31,8 @@ OUTPUT_SUFFIX = "_CLADE"
 TILINGS = ("auto", "slices", "patches")
 ENSEMBLES = ("auto", "none", "flips2", "flips")
 PRECISIONS = ("auto", "float32", "bfloat16")
+#: The adaptation spin box's "auto" (its special value text): the core's ``--adapt auto``.
+ADAPT_AUTO = -1
 
 #: Pipeline stages (``CLADE.pipeline.PipelineProgress.stage``) as shown on the progress bar.
 STAGE_LABELS = {
@@ -51,8 +53,9 @@ class SuperResolutionOptions:
     device: str = "auto"
     batchSize: int | None = None
     thickAxis: int | None = None
-    #: Steps of adaptation to the input volume before super-resolving it (0: none).
-    adaptSteps: int = 0
+    #: Steps of adaptation to the input volume before super-resolving it: ADAPT_AUTO (-1, the
+    #: core decides from the volume and device), 0 (none) or a number of steps.
+    adaptSteps: int = ADAPT_AUTO
     tiling: str = "auto"
     ensemble: str = "auto"
     precision: str = "auto"
@@ -65,7 +68,7 @@ class SuperResolutionOptions:
         Example:
             >>> SuperResolutionOptions(model="ct", tiling="patches", stride=8).commandArguments()
             ['--model', 'ct', '--plane', 'auto', '--device', 'auto', '--tiling', 'patches', \
-'--ensemble', 'auto', '--precision', 'auto', '--stride', '8']
+'--ensemble', 'auto', '--precision', 'auto', '--stride', '8', '--adapt', 'auto']
         """
         arguments = [
             "--model",
@@ -87,9 +90,14 @@ class SuperResolutionOptions:
             arguments += ["--batch-size", str(int(self.batchSize))]
         if self.thickAxis is not None:
             arguments += ["--thick-axis", str(int(self.thickAxis))]
-        if self.adaptSteps:
-            arguments += ["--adapt", str(int(self.adaptSteps))]
+        arguments += ["--adapt", str(self.adaptValue())]
         return arguments
+
+    def adaptValue(self):
+        """``auto`` or the number of steps, as the core's ``adapt_steps`` takes it."""
+        return (
+            "auto" if self.adaptSteps is None or int(self.adaptSteps) < 0 else int(self.adaptSteps)
+        )
 
     def usesStride(self) -> bool:
         """A stride is passed unless tiling is whole slices (which have none); with ``auto``
@@ -110,7 +118,7 @@ class SuperResolutionOptions:
             thick_axis=self.thickAxis,
             device=self.device,
             batch_size=self.batchSize or None,
-            adapt_steps=int(self.adaptSteps or 0),
+            adapt_steps=self.adaptValue(),
             error_map=bool(self.errorMap),
         )
 
