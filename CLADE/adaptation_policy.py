@@ -9,8 +9,11 @@ run's budget, and not at all otherwise:
 * on a CPU, when the run with adaptation is estimated to cost no more than the paper's own
   pipeline would on the same volume (32x32 patches at stride 12 through the paper's 64-filter
   generator, float32): that pipeline's time is what a user of the method already accepts;
-* never when the volume is thinner than the adaptation patches on its isotropic grid, or holds
-  too few in-plane patches with foreground (the pipeline then runs without it and says so).
+* never when the volume's in-plane slices are smaller than the adaptation patches, when it has
+  fewer than :data:`MIN_HR_SLICES` of them on its isotropic grid, or when they hold too few
+  patches with foreground (the pipeline then runs without it and says so). Adaptation learns
+  from in-plane slices only, so a volume thin along its thick axis (the 20-voxel abdominal MR)
+  can still adapt.
 
 Why fewer steps are not tried below 200: at 25-100 steps five of eight MRI runs lost a little
 edge sharpness or SSIM (the card's curve). The estimate counts floating-point operations
@@ -35,6 +38,9 @@ AUTO_STEPS = (500, 200)
 #: The paper's generator (method section 3) and patch stride (section 7): the budget's pipeline.
 PAPER_ARCHITECTURE = {"base_filters": 64, "n_blocks": 6, "upsample": "transpose"}
 PAPER_STRIDE = 12
+#: In-plane slices a volume needs on its isotropic grid to adapt (held back: 2, with their
+#: neighbours, :func:`CLADE.adaptation.split_slices`; at least 6 left to train on).
+MIN_HR_SLICES = 12
 #: Patches per adaptation step (:func:`CLADE.adaptation.adapt_prepared_volume`'s batch).
 BATCH = 4
 #: Cost of one adaptation FLOP in inference FLOPs. A step is a forward and a backward pass (3x a
@@ -60,6 +66,34 @@ class AdaptationPlan:
         if not self.steps:
             return f"adaptation off ({self.reason})"
         return f"adaptation {mode}: {self.steps} steps ({self.reason})"
+
+
+def why_not_adaptable(grid_size, thick_axis: int) -> str | None:
+    """Why a volume of isotropic grid ``grid_size`` (x, y, z) cannot adapt, or None if it can.
+
+    Example:
+        >>> why_not_adaptable((120, 100, 20), 2) is None, why_not_adaptable((120, 100, 8), 2)
+        (True, 'the volume has 8 in-plane slices on its isotropic grid, under the 12 adaptation needs')
+    """
+    in_plane = [grid_size[a] for a in range(3) if a != thick_axis]
+    if min(in_plane) < PATCH_SIZE:
+        return (
+            f"the volume's in-plane slices are {in_plane[0]}x{in_plane[1]} voxels, under the "
+            f"{PATCH_SIZE}x{PATCH_SIZE} of an adaptation patch"
+        )
+    if grid_size[thick_axis] < MIN_HR_SLICES:
+        return (
+            f"the volume has {grid_size[thick_axis]} in-plane slices on its isotropic grid, under "
+            f"the {MIN_HR_SLICES} adaptation needs"
+        )
+    return None
+
+
+def check_adaptable(grid_size, thick_axis: int) -> None:
+    """:class:`CladeError` when ``--adapt N`` is asked of a volume that cannot adapt."""
+    reason = why_not_adaptable(grid_size, thick_axis)
+    if reason is not None:
+        raise CladeError(f"Cannot adapt: {reason}; super-resolve it with --adapt 0 or auto.")
 
 
 def parse_adapt_steps(value) -> int | str:
@@ -154,20 +188,19 @@ def plan_adaptation(
         >>> plan = plan_adaptation("auto", (122, 101, 111), 2, [0], ct, False, 0.36e12)
         >>> plan.steps, plan.reason
         (500, 'estimated at 0.86x the paper pipeline on this volume')
-        >>> plan_adaptation("auto", (40, 40, 20), 2, [0], ct, False, 1e9).describe()
-        'adaptation off (the volume is 20 voxels across on its isotropic grid, under the 32 of \
-an adaptation patch)'
+        >>> plan_adaptation("auto", (40, 24, 60), 2, [0], ct, False, 1e9).describe()
+        "adaptation off (the volume's in-plane slices are 40x24 voxels, under the 32x32 of an \
+adaptation patch)"
     """
     requested = parse_adapt_steps(requested)
     if requested != AUTO:
+        if requested:
+            check_adaptable(grid_size, thick_axis)
         reason = "--adapt 0" if requested == 0 else f"--adapt {requested}"
         return AdaptationPlan(requested, reason, requested)
-    if min(grid_size) < PATCH_SIZE:
-        return AdaptationPlan(
-            0,
-            f"the volume is {min(grid_size)} voxels across on its isotropic grid, under the "
-            f"{PATCH_SIZE} of an adaptation patch",
-        )
+    reason = why_not_adaptable(grid_size, thick_axis)
+    if reason is not None:
+        return AdaptationPlan(0, reason)
     if architecture is None:  # a model whose size is unknown (not a CLADE ResnetGenerator)
         return AdaptationPlan(0, "the model's architecture is not recorded, so its cost is unknown")
     if gpu:

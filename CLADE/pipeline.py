@@ -198,12 +198,6 @@ def run(
     plan = _plan_adaptation(request, model, settings, chosen, axis, slice_axes, image)
     work = estimate_work(image, axis, len(slice_axes), plan.steps)
     work.check(log)
-    if plan.steps > 0 and min(work.output_size) < PATCH_SIZE:
-        raise CladeError(
-            f"The volume is only {min(work.output_size)} voxels across on its isotropic grid, "
-            f"smaller than the {PATCH_SIZE}-voxel patches adaptation learns from: super-resolve "
-            "it with --adapt 0 or auto."
-        )
     reporter = StageReporter(
         progress,
         plan.steps > 0,

@@ -5,9 +5,11 @@ the other in one run, end to end in memory:
 
 * ``paper``: the paper's patch pipeline (32x32 patches, stride 12, float32) with the paper's
   architecture (the 64-filter model of the volume's modality, ``--paper-model``);
-* ``default``: the default inference (whole slices, precision auto) with ``--model``;
-* ``adapt N``: the same after adapting that model to the volume for N steps (each ``--steps``),
-  adaptation included.
+* ``--adapt 0``: the default inference (whole slices, precision auto) with ``--model``, not
+  adapted;
+* ``default``: the default run, ``--adapt auto`` (:mod:`CLADE.adaptation_policy`), with the
+  decision it took;
+* ``--adapt N``: forced N steps (each ``--steps``), adaptation included.
 
 A run with adaptation fits the budget when its seconds are at most the paper row's.
 
@@ -49,14 +51,23 @@ def budget(volume: dict, data: Path, paper_model, model, steps, device: str) -> 
     thick = sitk.ReadImage(str(data / volume["thick"]))
     axis = int(volume["axis"])
     options = {"thick_axis": axis, "device": device}
-    paper = timed(super_resolve, thick, paper_model, **options, **PAPER)
+    paper = timed(super_resolve, thick, paper_model, **options, **PAPER, adapt_steps=0)
     rows = [{"run": f"paper ({paper_model.name}, patches s12, float32)", "seconds": paper}]
-    seconds = timed(super_resolve, thick, model, **options)
-    rows.append({"run": f"default ({model.name})", "seconds": seconds})
+    seconds = timed(super_resolve, thick, model, **options, adapt_steps=0)
+    rows.append({"run": f"{model.name} --adapt 0", "seconds": seconds})
+    started = time.perf_counter()
+    default = super_resolve(thick, model, **options)  # --adapt auto
+    rows.append(
+        {
+            "run": f"default ({model.name}, --adapt auto)",
+            "seconds": time.perf_counter() - started,
+            "decision": default.stats["adaptation"],
+        }
+    )
 
     def adapted_run(count: int) -> None:
         adapted = adapt_to_volume(thick, model, steps=count, **options)
-        super_resolve(thick, adapted.model, **options)
+        super_resolve(thick, adapted.model, **options, adapt_steps=0)
 
     for count in steps:
         seconds = timed(adapted_run, count)
@@ -72,7 +83,7 @@ def main(argv=None) -> int:
     parser.add_argument("--volume", required=True, help="an evaluation volume's name")
     parser.add_argument("--paper-model", required=True, help="the paper's architecture")
     parser.add_argument("--model", required=True, help="the model of the default run")
-    parser.add_argument("--steps", type=int, nargs="+", default=[200, 500])
+    parser.add_argument("--steps", type=int, nargs="*", default=[], help="forced step counts")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
@@ -89,6 +100,8 @@ def main(argv=None) -> int:
     for r in rows:
         fits = "yes" if r["fits"] else "no"
         print(f"| {r['run']} | {r['seconds']:.1f} | {r['of_paper']:.2f} | {fits} |")
+        if "decision" in r:
+            print(f"|  ({r['decision']}) | | | |")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"volume": volume["name"], "rows": rows}, indent=2))

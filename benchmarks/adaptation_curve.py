@@ -43,14 +43,21 @@ def curve(volume: dict, data: Path, model, steps, device: str) -> dict:
     thick = sitk.ReadImage(str(data / volume["thick"]))
     reference = sitk.Cast(sitk.ReadImage(str(data / volume["reference"])), sitk.sitkFloat32)
     axis = int(volume["axis"])
-    methods = [("shipped", super_resolve(thick, model, thick_axis=axis, device=device).image)]
+    methods = [
+        (
+            "shipped",
+            super_resolve(thick, model, thick_axis=axis, device=device, adapt_steps=0).image,
+        )
+    ]
     runs = {}
     for count in steps:
         started = time.perf_counter()
         adapted = adapt_to_volume(thick, model, steps=count, thick_axis=axis, device=device)
         seconds = time.perf_counter() - started
         name = f"adapt {count}"
-        image = super_resolve(thick, adapted.candidate, thick_axis=axis, device=device).image
+        image = super_resolve(
+            thick, adapted.candidate, thick_axis=axis, device=device, adapt_steps=0
+        ).image
         methods.append((name, image))
         runs[name] = {
             "steps": count,

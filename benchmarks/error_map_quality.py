@@ -80,7 +80,9 @@ def flip_std(thick: sitk.Image, model, axis: int) -> np.ndarray:
             axes = [False] * 3
             axes[axis], axes[other] = flip_thick, flip_other
             flipped = sitk.Flip(thick, axes) if any(axes) else thick
-            result = run(flipped, SuperResolutionRequest(model=model, thick_axis=axis))
+            result = run(
+                flipped, SuperResolutionRequest(model=model, thick_axis=axis, adapt_steps=0)
+            )
             array = sitk.GetArrayFromImage(result.image)
             undo = tuple(2 - a for a in range(3) if axes[a])
             outputs.append(np.flip(array, undo) if undo else array)
@@ -99,10 +101,12 @@ def evaluate(volume: dict, data: Path, flips: bool, log, skip_plain: bool = Fals
     plain, plain_seconds = None, float("nan")
     if not skip_plain:
         started = time.perf_counter()
-        plain = run(thick, SuperResolutionRequest(model=model, thick_axis=axis))
+        plain = run(thick, SuperResolutionRequest(model=model, thick_axis=axis, adapt_steps=0))
         plain_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    mapped = run(thick, SuperResolutionRequest(model=model, thick_axis=axis, error_map=True))
+    mapped = run(
+        thick, SuperResolutionRequest(model=model, thick_axis=axis, adapt_steps=0, error_map=True)
+    )
     mapped_seconds = time.perf_counter() - started
     sr = sitk.GetArrayFromImage(mapped.image)
     if plain is not None and not np.array_equal(sr, sitk.GetArrayFromImage(plain.image)):

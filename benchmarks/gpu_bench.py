@@ -716,7 +716,12 @@ def step_oom(dry_run: bool, seconds: float) -> dict:
     device = "cpu" if dry_run else "cuda"
     slices = size[0]  # sagittal LR slices: every one of them in one forward pass
     request = SuperResolutionRequest(
-        model=model, device=device, tiling="slices", precision="float32", ensemble="none"
+        model=model,
+        device=device,
+        tiling="slices",
+        precision="float32",
+        ensemble="none",
+        adapt_steps=0,
     )
     reference = run(image, request)
     capture = _CaptureWarnings()
@@ -744,6 +749,7 @@ def step_oom(dry_run: bool, seconds: float) -> dict:
                 precision="float32",
                 ensemble="none",
                 batch_size=slices,
+                adapt_steps=0,
             ),
         )
         finished, error = True, None

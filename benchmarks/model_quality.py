@@ -42,8 +42,11 @@ seconds, when its output was made earlier, are read from the ``eclare_run.json``
 to it. ECLARE is expensive on a CPU: it trains a 16-block, 256-channel WDSR per volume (16384
 patches in 512 steps of 32 with the CPU settings) and then runs it over every slice at two
 in-plane angles. Measured on one thread of this 2-core machine: 13 min for the 122x101x37 CT,
-28 min for the 197x233x37 MNI volume (the model cards). ``--adapt STEPS`` adds a row per model
-adapted to the volume first (:mod:`CLADE.adaptation`); its seconds include the adaptation.
+28 min for the 197x233x37 MNI volume (the model cards). Each model's own row is the default
+run, ``--adapt auto`` included (:mod:`CLADE.adaptation_policy`; its decision is in the JSON).
+``--adapt STEPS`` adds a row per model forced to STEPS steps of adaptation first
+(:mod:`CLADE.adaptation`; 0: the model as shipped, not adapted); its seconds include the
+adaptation.
 """
 
 from __future__ import annotations
@@ -131,8 +134,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="STEPS",
-        help="also each model adapted to the volume for STEPS steps first "
-        "(CLADE.adaptation; repeatable); its seconds include adapting",
+        help="also each model forced to STEPS steps of adaptation to the volume first "
+        "(CLADE.adaptation; 0: not adapted; repeatable); its seconds include adapting",
     )
     parser.add_argument(
         "--stride",
@@ -221,7 +224,7 @@ def read_manifest(data: Path, only: list[str] | None) -> list[dict]:
 
 def load_models(specs: list[str], device: str, adapt=()) -> list[tuple[str, object, str, int]]:
     """(row name, LoadedModel, the --model text, adaptation steps) per --model and per
-    ``adapt`` step count (0: not adapted), row names made unique."""
+    ``adapt`` step count (``auto``: the default run; 0: not adapted), row names made unique."""
     models = []
     seen: set[str] = set()
     for spec in specs:
@@ -232,7 +235,7 @@ def load_models(specs: list[str], device: str, adapt=()) -> list[tuple[str, obje
         while name in seen:
             name += "'"
         seen.add(name)
-        models.append((name, model, spec, 0))
+        models.append((name, model, spec, "auto"))
         models += [(f"{name}+adapt{steps}", model, spec, steps) for steps in adapt]
     return models
 
@@ -329,7 +332,7 @@ def evaluate_volume(volume: dict, models, args, log) -> dict:
             log(f"  {name}: super-resolving ({spec})")
             started = time.perf_counter()
             adapted = None
-            if steps:
+            if steps != "auto" and steps > 0:
                 adapted = adapt_to_volume(
                     thick, model, steps=steps, thick_axis=axis, device=args.device
                 )
@@ -339,8 +342,11 @@ def evaluate_volume(volume: dict, models, args, log) -> dict:
                 adapted.model if adapted else model,
                 thick_axis=axis,
                 device=args.device,
+                adapt_steps="auto" if steps == "auto" else 0,
                 **settings,
             )
+            if steps == "auto":
+                log(f"    {result.stats['adaptation']}")
             seconds[name] = time.perf_counter() - started
             methods.append((name, result.image))
             extra[name] = {"spec": str(spec), "trained": model.trained, **_plain(result.stats)}

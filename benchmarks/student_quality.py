@@ -88,7 +88,7 @@ def compare(volume: dict, data: Path, teacher, students, device: str) -> dict:
     methods, seconds = [], {}
     for model in [teacher, *students]:
         started = time.perf_counter()
-        result = super_resolve(thick, model, thick_axis=axis, device=device)
+        result = super_resolve(thick, model, thick_axis=axis, device=device, adapt_steps=0)
         seconds[model.name] = time.perf_counter() - started
         methods.append((model.name, result.image))
     comparison = prepare_comparison(thick, methods, reference, thick_axis=axis)

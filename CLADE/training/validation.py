@@ -143,6 +143,7 @@ def validate(
             precision="float32",
             plane=validation.plane,
             device=device,
+            adapt_steps=0,  # validation measures the model itself
         )
         output = sitk.GetArrayFromImage(result.image)
         slice_axis = lr_slice_axes(image, result.stats["thick_axis"], validation.plane)[0]
