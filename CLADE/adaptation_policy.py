@@ -45,11 +45,16 @@ MIN_HR_SLICES = 12
 BATCH = 4
 #: Cost of one adaptation FLOP in inference FLOPs. A step is a forward and a backward pass (3x a
 #: forward's FLOPs, counted in :func:`adaptation_flops`), and small training batches run further
-#: below the CPU's peak than inference: measured side by side, the paper pipeline's patches ran
-#: 2.3, 2.4 and 3.7 times as many FLOP/s as 500 steps of adaptation (``ct`` on the 9 and 12 mm
-#: CT, ``mri-fast`` on the MNI brain; 2-core AMD EPYC, ``benchmarks/results/adaptation-budget-*``).
-#: 3 is their mean, rounded up.
-TRAINING_FLOP_COST = 3.0
+#: below the CPU's peak than inference. Measured side by side (2-core AMD EPYC,
+#: ``benchmarks/results/adaptation-budget-*``), less the fixed cost per step below, the paper
+#: pipeline's patches ran 2.0x as many FLOP/s as ``ct``'s adaptation steps on the 9 and 12 mm CT
+#: and 3.2x as many as ``mri-fast``'s on the MNI brain; 2.5 lies between.
+TRAINING_FLOP_COST = 2.5
+#: Fixed cost of one adaptation step whatever the network's size (autograd, the optimiser, Python),
+#: in inference FLOPs: 500 steps of a 4-filter network took 2 s on a 2-core AMD EPYC, 4 ms a step,
+#: which the paper pipeline spends on about 1.2 GFLOP (at 300 GFLOP/s). It is what rules out
+#: adaptation on a small volume where the FLOPs alone would allow it.
+STEP_OVERHEAD_FLOPS = 1.2e9
 
 
 @dataclass(frozen=True)
@@ -119,14 +124,14 @@ def parse_adapt_steps(value) -> int | str:
 
 def adaptation_flops(steps: int, architecture: dict) -> float:
     """Inference-equivalent FLOPs of ``steps`` adaptation steps (see
-    :data:`TRAINING_FLOP_COST`).
+    :data:`TRAINING_FLOP_COST` and :data:`STEP_OVERHEAD_FLOPS`).
 
     Example:
         >>> round(adaptation_flops(500, PAPER_ARCHITECTURE) / 1e12, 1)
-        19.3
+        16.6
     """
     forward = steps * BATCH * PATCH_SIZE**2 * generator_flops_per_voxel(architecture)
-    return 3 * forward * TRAINING_FLOP_COST
+    return 3 * forward * TRAINING_FLOP_COST + steps * STEP_OVERHEAD_FLOPS
 
 
 def inference_flops(
@@ -187,7 +192,7 @@ def plan_adaptation(
         >>> ct = {"base_filters": 32, "n_blocks": 6, "upsample": "resize"}
         >>> plan = plan_adaptation("auto", (122, 101, 111), 2, [0], ct, False, 0.36e12)
         >>> plan.steps, plan.reason
-        (500, 'estimated at 0.86x the paper pipeline on this volume')
+        (500, 'estimated at 0.80x the paper pipeline on this volume')
         >>> plan_adaptation("auto", (40, 24, 60), 2, [0], ct, False, 1e9).describe()
         "adaptation off (the volume's in-plane slices are 40x24 voxels, under the 32x32 of an \
 adaptation patch)"

@@ -82,7 +82,7 @@ def test_bad_adapt_values_are_refused_in_one_sentence(value):
 
 
 def test_the_default_run_adapts_and_says_so_and_adapt_0_does_not(tmp_path, tiny_model_path):
-    image = make_volume(size=(40, 36, 8), spacing=(1.0, 1.0, 4.0))  # 40x36x32 on its grid
+    image = make_volume(size=(96, 80, 20), spacing=(1.0, 1.0, 4.0))  # 96x80x80 on its grid
     model = load_model(tiny_model_path)
     default = super_resolve(image, model, device="cpu")
     assert default.stats["adapt_steps"] == 500 and default.adaptation is not None
@@ -91,21 +91,25 @@ def test_the_default_run_adapts_and_says_so_and_adapt_0_does_not(tmp_path, tiny_
     off = super_resolve(image, model, device="cpu", adapt_steps=0)
     assert off.adaptation is None and "adaptation off (--adapt 0)" in off.summary()
     # The input was never touched, and both outputs share the grid.
-    assert off.image.GetSize() == default.image.GetSize() == (40, 36, 32)
+    assert off.image.GetSize() == default.image.GetSize() == (96, 80, 80)
     if default.adaptation.improved:
         assert not np.array_equal(*(sitk.GetArrayFromImage(r.image) for r in (default, off)))
 
 
-def test_auto_skips_a_volume_too_thin_or_too_empty_to_adapt_on(tiny_model_path):
+def test_auto_skips_a_volume_too_small_too_cheap_or_too_empty_to_adapt_on(tiny_model_path):
     model = load_model(tiny_model_path)
     thin = make_volume(size=(40, 36, 2), spacing=(1.0, 1.0, 4.0))  # 8 in-plane slices
     result = super_resolve(thin, model, device="cpu")
     assert result.adaptation is None and "8 in-plane slices" in result.stats["adaptation"]
     same = super_resolve(thin, model, device="cpu", adapt_steps=0)
     assert np.array_equal(*(sitk.GetArrayFromImage(r.image) for r in (result, same)))
+    # 40x36x32 voxels: the paper pipeline would take a fraction of a second there, less than
+    # even 200 steps' fixed cost, so a CPU run does not adapt.
+    cheap = super_resolve(make_volume(size=(40, 36, 8)), model, device="cpu")
+    assert cheap.adaptation is None and "paper pipeline's time" in cheap.stats["adaptation"]
     # A small bright square on an empty background: no 32x32 patch is a quarter foreground.
-    array = np.zeros((8, 40, 40), np.float32)
-    array[:, 15:25, 15:25] = 500.0
+    array = np.zeros((20, 96, 96), np.float32)
+    array[:, 40:52, 40:52] = 500.0
     empty = sitk.GetImageFromArray(array)
     empty.SetSpacing((1.0, 1.0, 4.0))
     result = super_resolve(empty, model, device="cpu")
