@@ -35,9 +35,9 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from .adaptation_policy import check_adaptable
 from .device import resolve_device
 from .errors import Cancelled, CladeError
-from .adaptation_policy import check_adaptable
 from .geometry import detect_thick_axis, hr_slice_stack, isotropic_grid
 from .model_file import LoadedModel
 from .patches import PATCH_SIZE

@@ -9,6 +9,7 @@ Usage: python models/prepare_validation.py [EVAL_DATA_DIR] [OUT_DIR]
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -28,7 +29,21 @@ def main() -> None:
     ratio = round(thick.GetSpacing()[2] / iso.GetSpacing()[2])
     iso_crop = iso[70:110, :, : thick.GetSize()[2] * ratio]
     sitk.WriteImage(iso_crop, str(out / "colin27_iso_crop.nii.gz"))
-    print(f"wrote {out}/colin27_5mm_thick_crop.nii.gz and colin27_iso_crop.nii.gz")
+    # The benchmarks' manifest format, so `--data OUT_DIR` measures on the crop (adaptation.md).
+    volume = {
+        "name": "mri-colin27-validation-crop",
+        "modality": "MR",
+        "thick": "colin27_5mm_thick_crop.nii.gz",
+        "reference": "colin27_iso_crop.nii.gz",
+        "thickness_mm": 5.0,
+        "spacing_mm": 5.0,
+        "axis": 2,
+        "profile": "gaussian",
+        "reference_spacing_mm": 1.0,
+        "relative_slice_thickness": 5.0,
+    }
+    (out / "eval_volumes.json").write_text(json.dumps({"volumes": [volume]}, indent=1) + "\n")
+    print(f"wrote {out}/colin27_5mm_thick_crop.nii.gz, colin27_iso_crop.nii.gz, eval_volumes.json")
 
 
 if __name__ == "__main__":
