@@ -55,8 +55,8 @@ HELD_OUT_FRACTION = 0.1
 HELD_OUT_GUARD = 1
 #: Share of the in-plane gain (relative fall of the held-back error blurred as trained) that the
 #: error blurred along the other direction must also show. On the Colin27 validation brain,
-#: where adaptation made the through-plane result worse in all six runs measured (mri and
-#: mri-fast, 100-500 steps), it was 0.03-0.29, the gain being specific to the trained direction;
+#: where adaptation lowered SSIM in all six runs measured (mri-large and mri, 100-500 steps),
+#: it was 0.03-0.29, the gain being specific to the trained direction;
 #: where adaptation helped at 200 steps or more it was 0.44-0.71 (models/cards/adaptation.md).
 MIN_TRANSFER = 0.4
 #: Most held-back pairs per blur direction.

@@ -48,7 +48,7 @@ BATCH = 4
 #: below the CPU's peak than inference. Measured side by side (2-core AMD EPYC,
 #: ``benchmarks/results/adaptation-budget-*``), less the fixed cost per step below, the paper
 #: pipeline's patches ran 2.0x as many FLOP/s as ``ct``'s adaptation steps on the 9 and 12 mm CT
-#: and 3.2x as many as ``mri-fast``'s on the MNI brain; 2.5 lies between.
+#: and 3.2x as many as ``mri``'s (then named mri-fast) on the MNI brain; 2.5 lies between.
 TRAINING_FLOP_COST = 2.5
 #: Fixed cost of one adaptation step whatever the network's size (autograd, the optimiser, Python),
 #: in inference FLOPs: 500 steps of a 4-filter network took 2 s on a 2-core AMD EPYC, 4 ms a step,

@@ -65,7 +65,7 @@ def resolve_model(
         >>> resolve_model("no-such-model")
         Traceback (most recent call last):
         ...
-        CLADE.errors.CladeError: Unknown model 'no-such-model': give a model file path or one of the shipped models (ct, ct-large, mri, mri-fast).
+        CLADE.errors.CladeError: Unknown model 'no-such-model': give a model file path or one of the shipped models (ct, ct-large, mri, mri-large).
     """
     from .model_file import load_model
 

@@ -40,9 +40,9 @@ def test_auto_adapts_on_a_gpu_and_on_a_cpu_within_the_paper_pipelines_cost():
     # The CT that the card measured at 0.65x the paper pipeline's time with 500 steps.
     plan = plan_adaptation(AUTO, CT_GRID, 2, [0], ct, False, own)
     assert plan.steps == 500 and "the paper pipeline" in plan.reason
-    # A volume of 64x64x32 voxels: the paper pipeline is cheap there, so the 64-filter mri
-    # model's 500 steps (and 200) cost more than it would and a CPU run does not adapt ...
-    small, mri = (64, 64, 32), architecture("mri")
+    # A volume of 64x64x32 voxels: the paper pipeline is cheap there, so the 64-filter
+    # mri-large's 500 steps (and 200) cost more than it would and a CPU run does not adapt ...
+    small, mri = (64, 64, 32), architecture("mri-large")
     cpu = plan_adaptation(AUTO, small, 2, [0], mri, False, inference_flops(small, 2, [0], mri))
     assert cpu.steps == 0 and "paper pipeline's time" in cpu.describe()
     assert adaptation_flops(200, mri) > paper_pipeline_flops(small, 2, [0])

@@ -166,7 +166,8 @@ def test_a_shipped_student_adapts_maps_its_error_and_gives_its_teachers_answer(
         assert mapped.shape == outputs[name].shape and float(mapped.max()) > 0
     spline = sitk.GetArrayFromImage(resample_to_isotropic(thick, 2))
     answer = outputs[teacher]
-    # Measured: +6.2 dB (ct) and +7.3 dB (mri-fast) closer to the teacher than the spline is.
+    # Measured: +6.2 dB (ct) and +7.3 dB (mri, then named mri-fast) closer to the teacher than
+    # the spline is.
     assert psnr(answer, outputs[student]) > psnr(answer, spline) + 3.0
 
 
@@ -181,7 +182,7 @@ def test_the_students_run_in_a_cohort_and_in_the_slicer_cli_module(tmp_path, tes
         sitk.WriteImage(brain[corner : corner + 40, 20:60, :], str(tmp_path / f"b{index}.nrrd"))
     result = clade_in_process(
         "super-resolve", tmp_path / "b0.nrrd", tmp_path / "b1.nrrd", "--out-dir", tmp_path / "iso",
-        "--model", "mri-fast", "--device", "cpu", "--quiet",
+        "--model", "mri", "--device", "cpu", "--quiet",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     for index in range(2):

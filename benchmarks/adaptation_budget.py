@@ -17,8 +17,8 @@ Usage::
 
     python benchmarks/adaptation_budget.py --volume ct-abdomen-9mm --paper-model ct-large \\
         --model ct
-    python benchmarks/adaptation_budget.py --volume mri-mni152-5mm --paper-model mri \\
-        --model mri-fast
+    python benchmarks/adaptation_budget.py --volume mri-mni152-5mm --paper-model mri-large \\
+        --model mri
 """
 
 from __future__ import annotations

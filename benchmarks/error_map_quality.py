@@ -97,7 +97,8 @@ def evaluate(volume: dict, data: Path, flips: bool, log, skip_plain: bool = Fals
     axis = int(volume["axis"])
     # The models models/cards/error-map.md measured: mri, and for CT the 64-filter ct-large
     # (the default ct until issue 27 replaced it with its student).
-    model = resolve_model("mri" if volume["modality"] == "MR" else "ct-large")
+    # The models the card's figures were measured with (mri-large was mri until issue 24).
+    model = resolve_model("mri-large" if volume["modality"] == "MR" else "ct-large")
     plain, plain_seconds = None, float("nan")
     if not skip_plain:
         started = time.perf_counter()

@@ -16,7 +16,7 @@ its modality's default only when it qualifies on every volume (the rule of issue
 
 Usage::
 
-    python benchmarks/student_quality.py --teacher mri --student mri-fast --threads 1
+    python benchmarks/student_quality.py --teacher mri-large --student mri --threads 1
     python benchmarks/student_quality.py --teacher ct --student runs/student-ct/student.pt
 
 It prints one Markdown table per volume and the verdict, and writes ``--report`` (JSON) and,

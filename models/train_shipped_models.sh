@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce the shipped `mri` and `ct` models from a clean checkout (CPU, 2 cores: the runs go
+# Reproduce the shipped models (`mri`, `mri-large`, `ct`, `ct-large`) from a clean checkout (CPU, 2 cores: the runs go
 # side by side, one thread each). Data: ../shared/data (see its README for licenses) and the
 # extra volumes of models/prepare_training_data.py (two 5 mm chest CTs from the PyRadiomics
 # source archive on PyPI; Colin27 outside its validation slab, simulated at 5 mm along each
@@ -80,8 +80,9 @@ OMP_NUM_THREADS=1 python -m CLADE train "${MRI[@]}" --out runs/train-mri-ft2 --p
     --init-model runs/train-mri-ft/model_best.pt --lr 5e-5 --lr-schedule cosine \
     > runs/train-mri-ft2.log 2>&1
 
-python models/ship_model.py runs/train-mri-ft2/model_final.pt mri --card models/cards/mri.md \
-    --description "Brain and pelvic MRI. Trained on the self-supervised paired term (HR-plane patches degraded like thick slices) on brain, pelvic and Colin27 volumes, transposed-convolution upsampling, then fine-tuned with a cosine-annealed learning rate; on a 1 mm MNI T1 simulated at 5 mm: +2.7 dB PSNR over cubic spline and sharper edges (models/cards/mri.md)."
+# The 64-filter MRI model was shipped as `mri` until issue 24; it is `mri-large` now.
+python models/ship_model.py runs/train-mri-ft2/model_final.pt mri-large --card models/cards/mri.md \
+    --description "The 64-filter MRI generator (the paper's architecture), shipped as mri until issue 24 made its distilled student the default. Brain and pelvic MRI. Trained on the self-supervised paired term (HR-plane patches degraded like thick slices) on brain, pelvic and Colin27 volumes, transposed-convolution upsampling, then fine-tuned with a cosine-annealed learning rate; on a 1 mm MNI T1 simulated at 5 mm: +2.7 dB PSNR over cubic spline and sharper edges (models/cards/mri.md)."
 # The 64-filter CT model was shipped as `ct` until stage 4; it is `ct-large` now.
 python models/ship_model.py runs/train-ct-ft/model_final.pt ct-large --card models/cards/ct.md --stride 12 \
     --description "The 64-filter CT generator (the paper's architecture), shipped as ct until the distilled student replaced it as the default: abdominal CT, HU window -1024..2048, stride 12, trained on the self-supervised paired term then fine-tuned with a cosine-annealed rate; on a 3 mm CT simulated at 9 and 12 mm: +0.8 dB PSNR over cubic spline and sharper edges (models/cards/ct.md). Four times the compute of ct for the same quality within the measurement's noise."
@@ -89,8 +90,8 @@ python models/ship_model.py runs/train-ct-ft/model_final.pt ct-large --card mode
 # Stage 4 (issue 27, models/cards/students.md): 32-filter students distilled from the shipped
 # models on the same training volumes (the chest CTs' thick planes included), one thread each,
 # side by side; then the quality rule decides which becomes its modality's default.
-OMP_NUM_THREADS=1 python models/distil_student.py --teacher mri --out runs/student-mri \
-    --name mri-fast --steps 10000 --save-every 2000 --paired-ratios 2 8 "${MRI[@]}" \
+OMP_NUM_THREADS=1 python models/distil_student.py --teacher mri-large --out runs/student-mri \
+    --name mri --steps 10000 --save-every 2000 --paired-ratios 2 8 "${MRI[@]}" \
     > runs/student-mri.log 2>&1 &
 OMP_NUM_THREADS=1 python models/distil_student.py --teacher ct-large --out runs/student-ct \
     --name ct --steps 10000 --save-every 2000 --paired-ratios 2 6 \
@@ -100,22 +101,23 @@ wait
 OMP_NUM_THREADS=1 python benchmarks/student_quality.py --teacher ct-large \
     --student runs/student-ct/student.pt --threads 1 --report runs/sq-ct.json \
     --manifest-record runs/sq-ct-record.json
-OMP_NUM_THREADS=1 python benchmarks/student_quality.py --teacher mri \
+OMP_NUM_THREADS=1 python benchmarks/student_quality.py --teacher mri-large \
     --student runs/student-mri/student.pt --threads 1 --report runs/sq-mri.json \
     --manifest-record runs/sq-mri-record.json
-# ct qualified and became the CT default; mri-fast did not (the card).
+# ct qualified and became the CT default in issue 27; the MRI student did not then, and became
+# the MRI default in issue 24, with adaptation on by default (students.md).
 python models/ship_model.py runs/student-ct/student.pt ct --card models/cards/students.md --stride 12 \
     --quality runs/sq-ct-record.json \
     --description "The default CT model: abdominal CT, HU window -1024..2048, a 32-filter student distilled from ct-large with 3.96x fewer FLOPs per voxel; on a 3 mm CT simulated at 9 and 12 mm it matches ct-large within the measurement's noise (PSNR +0.01/+0.04 dB, SSIM +0.0002/+0.0005, edge sharpness -0.5%/-1%; models/cards/students.md)."
-python models/ship_model.py runs/student-mri/student.pt mri-fast --card models/cards/students.md \
+python models/ship_model.py runs/student-mri/student.pt mri --card models/cards/students.md \
     --quality runs/sq-mri-record.json \
-    --description "Brain and pelvic MRI, faster: a 32-filter student distilled from mri with 3.95x fewer FLOPs per voxel. On held-out MRI it beats mri by 0.1-0.2 dB PSNR with higher SSIM, but keeps 3-5% less edge sharpness and a higher PIQE (1-2.5), so mri stays the default (models/cards/students.md)."
+    --description "The default MRI model since issue 24: brain and pelvic MRI, a 32-filter student distilled from mri-large with 3.95x fewer FLOPs per voxel. Without adaptation, on held-out MRI it beats mri-large by 0.1-0.2 dB PSNR with higher SSIM and 3-5% less edge sharpness; with the default adaptation (--adapt auto) it is ahead of mri-large and of ECLARE on PSNR, SSIM and edge sharpness on the 5 mm MNI brain (models/cards/students.md, models/cards/adaptation.md)."
 
 # Quality tables of the model cards (held-out volumes only; one thread each, side by side).
-# (--adapt needs 32 voxels across: the 20-slice abdominal MR is too thin for it.)
-OMP_NUM_THREADS=1 python benchmarks/model_quality.py --model mri --adapt 500 \
+# (No adaptation on the abdominal MR: it is too small for adaptation to fit its budget.)
+OMP_NUM_THREADS=1 python benchmarks/model_quality.py --model mri-large --adapt 500 \
     --volume mri-mni152-5mm --threads 1 --out runs/q-ship-mri > runs/q-ship-mri.log 2>&1 &
-OMP_NUM_THREADS=1 python benchmarks/model_quality.py --model mri --volume mri-abdomen-mr-9mm \
+OMP_NUM_THREADS=1 python benchmarks/model_quality.py --model mri-large --volume mri-abdomen-mr-9mm \
     --threads 1 --out runs/q-ship-mri-abdomen > runs/q-ship-mri-abdomen.log 2>&1 &
 OMP_NUM_THREADS=1 python benchmarks/model_quality.py --model ct-large --adapt 500 \
     --volume ct-abdomen-9mm --volume ct-abdomen-12mm --threads 1 --out runs/q-ship-ct \

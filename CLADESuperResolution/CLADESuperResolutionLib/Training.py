@@ -52,8 +52,10 @@ RUN_MARKERS = ("run.json", "checkpoint.pt")
 #: architecture the model file has (a test checks it against the shipped files), the paired
 #: term alone (``--warmup-epochs`` = all epochs) and a cosine-annealed rate from 1e-4.
 FINE_TUNE_RECIPES = {
-    "mri": "--residual --upsample transpose --lambda-paired 20 --paired-ratios 2 8",
-    # ct is the 32-filter student of ct-large (issue 27, models/cards/students.md).
+    # mri and ct are the 32-filter students of mri-large and ct-large (issues 24 and 27,
+    # models/cards/students.md).
+    "mri": "--residual --base-filters 32 --upsample transpose --lambda-paired 20 "
+    "--paired-ratios 2 8",
     "ct": "--residual --base-filters 32 --upsample resize --lambda-paired 20 --paired-ratios 2 6 "
     "--window -1024 2048",
 }
