@@ -120,11 +120,18 @@ class AdaptationResult:
             self.error_before, self.error_after, self.cross_error_before, self.cross_error_after
         )
 
+    @property
+    def verdict(self) -> str:
+        """Why the safeguard kept the adapted model or not, in a few words."""
+        if self.improved:
+            return "adapted model used"
+        if self.error_after < self.error_before:
+            return "its gain did not carry over to the other direction, the original model is used"
+        return "no improvement, the original model is used"
+
     def summary(self) -> str:
         """One line for a log or the terminal."""
-        verdict = (
-            "adapted model used" if self.improved else "no improvement, the original model is used"
-        )
+        verdict = self.verdict
         return (
             f"adapted to this volume: {self.steps} steps on {self.pairs} pairs "
             f"(thickness ratio {self.ratio:.2f}) in {self.seconds:.0f} s; restoration error on "

@@ -416,7 +416,7 @@ def _adaptation_summary(plan, adaptation) -> str:
     """What was decided about adaptation and why, and what it did, for the run's summary."""
     if adaptation is None:
         return plan.describe()
-    verdict = "kept" if adaptation.improved else "not kept: no gain on the held-back slices"
+    verdict = "kept" if adaptation.improved else f"not kept ({adaptation.verdict})"
     return f"{plan.describe()}, {adaptation.seconds:.0f} s, {verdict}"
 
 

@@ -21,7 +21,7 @@ def initial_generator_weights(config: TrainingConfig) -> dict | None:
 
     Example:
         >>> from CLADE.training.step import build_networks
-        >>> config = TrainingConfig(base_filters=64, n_blocks=6, upsample="transpose",
+        >>> config = TrainingConfig(base_filters=32, n_blocks=6, upsample="transpose",
         ...                         residual=True, init_model="mri")
         >>> g_x = build_networks(config)["g_x"]
         >>> _ = g_x.load_state_dict(initial_generator_weights(config))
