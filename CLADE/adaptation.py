@@ -35,7 +35,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .adaptation_policy import check_adaptable
+from .adaptation_policy import FORCED_STEPS, check_adaptable
 from .device import resolve_device
 from .errors import Cancelled, CladeError
 from .geometry import detect_thick_axis, hr_slice_stack, isotropic_grid
@@ -44,8 +44,9 @@ from .patches import PATCH_SIZE
 from .slice_sampling import PreparedVolume, paired_slice_patches, prepare_volume
 from .volume_io import as_3d, check_volume
 
-#: Default number of optimiser steps (batch 4): about a minute on one CPU core (measured).
-DEFAULT_STEPS = 500
+#: Default number of optimiser steps (batch 4): 20-25 s on one CPU core for the 32-filter mri
+#: and ct, about a minute for the 64-filter models (measured, models/cards/adaptation.md).
+DEFAULT_STEPS = FORCED_STEPS
 #: Most patch pairs cut from the volume (a 512x512 CT has tens of thousands of candidates).
 DEFAULT_MAX_PATCHES = 4000
 #: Fraction of the HR slices held back to check that adaptation helped (at least 2 slices).

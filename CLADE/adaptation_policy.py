@@ -35,6 +35,8 @@ from .patches import PATCH_SIZE, padded_length
 AUTO = "auto"
 #: Step counts ``auto`` tries, most first.
 AUTO_STEPS = (500, 200)
+#: Steps of ``--adapt`` without a number and of :func:`CLADE.adaptation.adapt_to_volume`.
+FORCED_STEPS = AUTO_STEPS[0]
 #: The paper's generator (method section 3) and patch stride (section 7): the budget's pipeline.
 PAPER_ARCHITECTURE = {"base_filters": 64, "n_blocks": 6, "upsample": "transpose"}
 PAPER_STRIDE = 12

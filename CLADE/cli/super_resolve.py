@@ -18,6 +18,7 @@ import json
 import logging
 import sys
 
+from ..adaptation_policy import FORCED_STEPS
 from ..geometry import PLANE_NAMES
 from ..progress import optional_tqdm
 from .arguments import (
@@ -31,7 +32,7 @@ from .arguments import (
 PATHS_HELP = "INPUT OUTPUT, or with --out-dir one or more inputs (files, folders, DICOM series)"
 
 #: ``--adapt`` without a number.
-DEFAULT_ADAPT_STEPS = 500
+DEFAULT_ADAPT_STEPS = FORCED_STEPS
 
 
 def add_arguments(parser) -> None:
