@@ -17,9 +17,9 @@ adaptation lowered the first and lowered the second by at least :data:`MIN_TRANS
 (relatively), the original model is used unchanged and the result says so. Why this test
 (``models/cards/adaptation.md``): the thick axis at inference is neither in-plane direction, so a
 gain must carry over to a direction it was not trained on (on a validation brain where adaptation
-made the result worse, the in-plane error fell 8-15% and the other direction's 0-4%); and patches
-held back from slices that are also trained on share their texture, so they approve a model that
-memorised it.
+made the result worse, the in-plane error fell 6-15% and the other direction's at most 4%); and
+patches held back from slices that are also trained on share their texture, so they approve a
+model that memorised it.
 
 The input image is never modified, and the model passed in is left untouched (a copy is trained).
 """
