@@ -7,17 +7,17 @@ next to the same L1 for the identity (spline) and for the warmed-up model. Every
 from the same weights (G_Y and the discriminators from the trainer's seeded initialisation) and
 sees the same batches, so the rows differ only in the loss term named.
 
-The shipped ``mri`` model card quotes this table (why validation chose the warm-up epoch).
+The ``mri-large`` model card (mri.md) quotes this table (why validation chose the warm-up epoch).
 
-A developer tool: the usage below reads volumes from the developers' ``shared/data`` folder
-beside the repository, which is not part of it (the tests use the crops in ``Testing/data``).
+A developer tool: the card's table was measured on three full-size volumes that are not part of
+the repository (the tests use crops of them in ``Testing/data``): the MONAI pelvic T2
+``pelvis_mr_t2_0p5x0p5x3mm_monai.nii.gz`` and the pyradiomics brains
+``mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain{1,2}.nrrd``; any thick-slice volumes work.
 
 Usage::
 
     python benchmarks/cyclegan_start.py --model runs/train-mri/model_warmup.pt \\
-        ../shared/data/pelvis_mr_t2_0p5x0p5x3mm_monai.nii.gz \\
-        ../shared/data/mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain1.nrrd \\
-        ../shared/data/mr_brain_t1gd_0p78x0p78x6p5mm_pyradiomics_brain2.nrrd
+        PELVIS.nii.gz BRAIN1.nrrd BRAIN2.nrrd
 """
 
 from __future__ import annotations
