@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.ndimage import gaussian_filter, gaussian_filter1d, sobel, zoom
+from scipy.ndimage import gaussian_filter, gaussian_filter1d, sobel
 
 from .degradation import degrade_slice
 from .errors import CladeError
@@ -40,9 +40,6 @@ FOREGROUND_LEVEL = 0.05
 FLAG_FRACTION = 0.05
 #: At most this many HR slices per in-plane direction are degraded and super-resolved.
 MAX_PAIR_SLICES = 16
-#: The regressor runs on every PREDICT_STEP-th pixel along both slice axes, and its prediction
-#: is interpolated back (the map is smooth at that scale anyway: features and map are smoothed).
-PREDICT_STEP = 2
 #: At most this many foreground pixels are used to fit the regressor.
 MAX_SAMPLES = 200_000
 _EPS = 1e-3
@@ -315,10 +312,10 @@ def estimate_error_map(
             features = slice_features(
                 normalise(out_stack[part]), normalise(spline_stack[part]), ratio
             )
-            coarse = regressor.predict(features[:, ::PREDICT_STEP, ::PREDICT_STEP])
-            shape = features.shape[1:3]
-            factors = (1, shape[0] / coarse.shape[1], shape[1] / coarse.shape[2])
-            target[part] += zoom(coarse, factors, order=1, mode="nearest") * half_range
+            # Every pixel: the error's row-to-row pattern follows the acquired slices' phase (a
+            # period of ``ratio`` rows), which predicting every second pixel and interpolating
+            # aliased (top-5% enrichment 2.60 -> 2.80 on the validation brain, card).
+            target[part] += regressor.predict(features) * half_range
     if len(slice_axes) > 1:
         result /= np.float32(len(slice_axes))
     gaussian_filter(result, MAP_SIGMA, output=result)  # in place: no third output-sized array
