@@ -33,12 +33,20 @@ def main() -> None:
     parser.add_argument(
         "--stride", type=int, help="default inference stride to record (default: the model's own)"
     )
+    parser.add_argument(
+        "--distilled-from",
+        metavar="TEACHER",
+        help="the teacher of a student that was fine-tuned after distillation (clade train "
+        "--init-model records a new training, not the student's lineage)",
+    )
     args = parser.parse_args()
 
     loaded = load_model(args.model)
     metadata = dict(loaded.metadata, name=args.name)
     if args.stride:
         metadata["default_stride"] = args.stride
+    if args.distilled_from:
+        metadata["training"] = dict(metadata.get("training", {}), distilled_from=args.distilled_from)
     target = MODELS_DIR / f"clade_{args.name}.pt"
     save_model(target, loaded.generator, metadata, half=True)
     entry = {
