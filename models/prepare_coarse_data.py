@@ -23,10 +23,10 @@ Usage: python models/prepare_coarse_data.py [--shared ../shared/data]
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import SimpleITK as sitk
+from prepare_validation import write_manifest  # the same folder: run as a script
 
 from CLADE.geometry import detect_thick_axis
 from CLADE.simulate import simulate_thick_slices
@@ -73,19 +73,14 @@ def validation_pair(eval_data: Path, out: Path) -> None:
     thick = simulate_thick_slices(crop, VALIDATION_THICKNESS_MM, axis=2)
     sitk.WriteImage(crop, str(out / "colin27_3mm_iso_crop.nii.gz"))
     sitk.WriteImage(thick, str(out / "colin27_3mm_9mm_thick_crop.nii.gz"))
-    volume = {
-        "name": "mri-colin27-3mm-validation-crop",
-        "modality": "MR",
-        "thick": "colin27_3mm_9mm_thick_crop.nii.gz",
-        "reference": "colin27_3mm_iso_crop.nii.gz",
-        "thickness_mm": VALIDATION_THICKNESS_MM,
-        "spacing_mm": VALIDATION_THICKNESS_MM,
-        "axis": 2,
-        "profile": "gaussian",
-        "reference_spacing_mm": float(VALIDATION_FACTOR),
-        "relative_slice_thickness": float(ratio),
-    }
-    (out / "eval_volumes.json").write_text(json.dumps({"volumes": [volume]}, indent=1) + "\n")
+    write_manifest(
+        out,
+        "mri-colin27-3mm-validation-crop",
+        "colin27_3mm_9mm_thick_crop.nii.gz",
+        "colin27_3mm_iso_crop.nii.gz",
+        VALIDATION_THICKNESS_MM,
+        float(VALIDATION_FACTOR),
+    )
 
 
 def main(argv=None) -> int:

@@ -16,6 +16,26 @@ from pathlib import Path
 import SimpleITK as sitk
 
 
+def write_manifest(
+    out: Path, name: str, thick: str, reference: str, thickness_mm: float, reference_mm: float
+) -> None:
+    """``out/eval_volumes.json`` in the benchmarks' manifest format (one MR volume thick along z,
+    Gaussian profile), so that ``--data out`` measures on it (``models/cards/adaptation.md``)."""
+    volume = {
+        "name": name,
+        "modality": "MR",
+        "thick": thick,
+        "reference": reference,
+        "thickness_mm": thickness_mm,
+        "spacing_mm": thickness_mm,
+        "axis": 2,
+        "profile": "gaussian",
+        "reference_spacing_mm": reference_mm,
+        "relative_slice_thickness": thickness_mm / reference_mm,
+    }
+    (out / "eval_volumes.json").write_text(json.dumps({"volumes": [volume]}, indent=1) + "\n")
+
+
 def main() -> None:
     eval_dir = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/eval-data")
     out = Path(sys.argv[2] if len(sys.argv) > 2 else "runs/validation")
@@ -29,20 +49,14 @@ def main() -> None:
     ratio = round(thick.GetSpacing()[2] / iso.GetSpacing()[2])
     iso_crop = iso[70:110, :, : thick.GetSize()[2] * ratio]
     sitk.WriteImage(iso_crop, str(out / "colin27_iso_crop.nii.gz"))
-    # The benchmarks' manifest format, so `--data OUT_DIR` measures on the crop (adaptation.md).
-    volume = {
-        "name": "mri-colin27-validation-crop",
-        "modality": "MR",
-        "thick": "colin27_5mm_thick_crop.nii.gz",
-        "reference": "colin27_iso_crop.nii.gz",
-        "thickness_mm": 5.0,
-        "spacing_mm": 5.0,
-        "axis": 2,
-        "profile": "gaussian",
-        "reference_spacing_mm": 1.0,
-        "relative_slice_thickness": 5.0,
-    }
-    (out / "eval_volumes.json").write_text(json.dumps({"volumes": [volume]}, indent=1) + "\n")
+    write_manifest(
+        out,
+        "mri-colin27-validation-crop",
+        "colin27_5mm_thick_crop.nii.gz",
+        "colin27_iso_crop.nii.gz",
+        5.0,
+        1.0,
+    )
     print(f"wrote {out}/colin27_5mm_thick_crop.nii.gz, colin27_iso_crop.nii.gz, eval_volumes.json")
 
 

@@ -46,7 +46,9 @@ def main() -> None:
     if args.stride:
         metadata["default_stride"] = args.stride
     if args.distilled_from:
-        metadata["training"] = dict(metadata.get("training", {}), distilled_from=args.distilled_from)
+        metadata["training"] = dict(
+            metadata.get("training", {}), distilled_from=args.distilled_from
+        )
     target = MODELS_DIR / f"clade_{args.name}.pt"
     save_model(target, loaded.generator, metadata, half=True)
     entry = {
