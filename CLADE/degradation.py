@@ -54,6 +54,43 @@ def degrade_slice(slice2d: np.ndarray, ratio: float, offset: float = 0.0) -> np.
     return map_coordinates(thick, grid, order=3, mode="mirror").astype(np.float32)
 
 
+def consistency_residual(output: np.ndarray, spline: np.ndarray, ratio: float) -> np.ndarray:
+    """How far a stack of super-resolved slices ``(n, H, W)`` (thick direction along the rows)
+    strays from what was acquired: ``|blur(output) - spline|`` at the thick slices' centres
+    (the rows :func:`degrade_slice` samples), linearly interpolated onto every row.
+
+    ``spline`` is the stack the output was restored from; it passes through the acquired samples
+    at their centres, so it stands for them there. Zero where blurring the output with the
+    slice profile gives back what the scanner measured, whatever detail it added between the
+    samples. Computed in float32; the error map reads it as a feature (:mod:`CLADE.error_map`).
+
+    Example (a constant passes; a bump the acquisition would have seen does not):
+        >>> flat = np.ones((1, 12, 4), np.float32)
+        >>> float(consistency_residual(flat, flat, 3.0).max())
+        0.0
+        >>> bumped = flat.copy(); bumped[0, 4] += 1
+        >>> bool(consistency_residual(bumped, flat, 3.0)[0, 4].min() > 0.2)
+        True
+    """
+    output = np.asarray(output, np.float32)
+    rows = output.shape[1]
+    offset = (ratio - 1.0) / 2.0
+    blurred = gaussian_filter1d(output, ratio * FWHM_TO_SIGMA, axis=1, mode="mirror")
+    difference = blurred - np.asarray(spline, np.float32)
+    # Linear sampling at the centres, then linear interpolation back: one gather each way along
+    # the rows, vectorised over the stack (map_coordinates would go slice by slice).
+    centres = np.arange(offset, rows - 1e-9, ratio)
+    below = np.floor(centres).astype(int)
+    above = np.minimum(below + 1, rows - 1)
+    weight = (centres - below).astype(np.float32)[None, :, None]
+    samples = difference[:, below] * (1 - weight) + difference[:, above] * weight
+    position = np.clip((np.arange(rows) - offset) / ratio, 0, len(centres) - 1)
+    first = np.minimum(np.floor(position).astype(int), len(centres) - 1)
+    second = np.minimum(first + 1, len(centres) - 1)
+    blend = (position - first).astype(np.float32)[None, :, None]
+    return np.abs(samples[:, first] * (1 - blend) + samples[:, second] * blend)
+
+
 def blur_rows(images: torch.Tensor, ratio: float | torch.Tensor) -> torch.Tensor:
     """Gaussian blur of ``(B, 1, H, W)`` images along the rows with FWHM = ``ratio`` pixels.
 

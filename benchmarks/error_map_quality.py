@@ -120,10 +120,10 @@ def evaluate(
     if plain is not None and not np.array_equal(sr, sitk.GetArrayFromImage(plain.image)):
         log("  note: the output with the map differs from the plain run")
     spline = sitk.GetArrayFromImage(resample_to_isotropic(thick, axis))
-    if truth.shape != sr.shape:  # the thick volume used fewer reference slices
-        depth = min(truth.shape[0], sr.shape[0])
-        truth, sr, spline = truth[:depth], sr[:depth], spline[:depth]
-    clade = sitk.GetArrayFromImage(mapped.error_map)[: sr.shape[0]]
+    # The thick volume used fewer reference slices (along its thick axis, whichever it is).
+    common = tuple(slice(0, min(a, b)) for a, b in zip(truth.shape, sr.shape))
+    truth, sr, spline = truth[common], sr[common], spline[common]
+    clade = sitk.GetArrayFromImage(mapped.error_map)[common]
     low, high = mapped.stats["intensity_window"]
     foreground = spline > low + FOREGROUND_LEVEL * (high - low)
     error = np.abs(sr - truth)[foreground]
@@ -139,7 +139,7 @@ def evaluate(
     }
     if flips:
         log("  flip std: four more runs")
-        candidates["flip std"] = flip_std(thick, model, axis)[: sr.shape[0]]
+        candidates["flip std"] = flip_std(thick, model, axis)[common]
     scores = {}
     for name, values in candidates.items():
         v = values[foreground]
