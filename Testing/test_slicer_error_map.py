@@ -42,7 +42,8 @@ def test_map_node_is_overlaid_on_the_result_with_a_legend_in_the_input_units(sce
     views = sliceViews(scene)
     inputNode = thickNode(scene)
     result = slicer.util.addVolumeFromArray(np.zeros((32, 36, 40), np.float32), name="thick_CLADE")
-    values = np.linspace(0, 50, 32 * 36 * 40, dtype=np.float32).reshape(32, 36, 40)
+    # A map never falls below its noise floor (here 8 HU): the colours start there.
+    values = np.linspace(8, 50, 32 * 36 * 40, dtype=np.float32).reshape(32, 36, 40)
     image = sitk.GetImageFromArray(values)
     mapNode = ErrorMapDisplay.storeErrorMap(image, result, inputNode, "HU")
     assert mapNode.GetName() == "thick_CLADE_error"
@@ -54,7 +55,7 @@ def test_map_node_is_overlaid_on_the_result_with_a_legend_in_the_input_units(sce
         assert view.GetForegroundOpacity() == pytest.approx(ErrorMapDisplay.DEFAULT_OPACITY)
     display = mapNode.GetDisplayNode()
     assert display.GetColorNode().GetName() == ErrorMapDisplay.COLOR_NODE_NAME
-    assert display.GetWindowLevelMin() == pytest.approx(0.0)
+    assert display.GetWindowLevelMin() == pytest.approx(8.0)
     assert display.GetWindowLevelMax() == pytest.approx(np.percentile(values, 99.0), rel=1e-3)
     legend = ErrorMapDisplay._legendOf(mapNode)
     assert legend.GetTitleText() == "Estimated error (HU)"

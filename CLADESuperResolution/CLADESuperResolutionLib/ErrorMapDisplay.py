@@ -20,8 +20,9 @@ ERROR_MAP_SUFFIX = "_error"
 ERROR_MAP_ATTRIBUTE = "CLADE.ErrorMapNodeID"
 #: Opacity of the overlay when it is first shown.
 DEFAULT_OPACITY = 0.5
-#: The colour range runs from 0 to this percentile of the map (a few hot spots do not wash out
-#: the rest).
+#: The colour range runs from the map's minimum to this percentile of it (a few hot spots do
+#: not wash out the rest). The minimum is the map's noise floor (``CLADE.noise_floor``), the same
+#: in every voxel: starting the colours there spends them on where the network may be wrong.
 RANGE_PERCENTILE = 99.0
 COLOR_NODE_NAME = "CLADE error"
 
@@ -81,10 +82,11 @@ def _display(mapNode, units: str) -> None:
     display = mapNode.GetDisplayNode()
     display.SetAndObserveColorNodeID(errorMapColorNode(scene).GetID())
     values = slicer.util.arrayFromVolume(mapNode) if _hasUtil() else _array(mapNode)
+    bottom = float(values.min()) if values.size else 0.0
     top = float(np.percentile(values, RANGE_PERCENTILE)) if values.size else 1.0
-    top = top if top > 0 else 1.0
+    top = top if top > bottom else bottom + 1.0
     display.AutoWindowLevelOff()
-    display.SetWindowLevelMinMax(0.0, top)
+    display.SetWindowLevelMinMax(bottom, top)
     legend = _legendOf(mapNode)
     if legend is None:
         legend = slicer.vtkMRMLColorLegendDisplayNode()
