@@ -80,6 +80,8 @@ def consistency_residual(output: np.ndarray, spline: np.ndarray, ratio: float) -
     # Linear sampling at the centres, then linear interpolation back: one gather each way along
     # the rows, vectorised over the stack (map_coordinates would go slice by slice).
     centres = np.arange(offset, rows - 1e-9, ratio)
+    if centres.size == 0:  # fewer rows than one thick slice's centre: nothing was measured
+        return np.zeros_like(output)
     below = np.floor(centres).astype(int)
     above = np.minimum(below + 1, rows - 1)
     weight = (centres - below).astype(np.float32)[None, :, None]
