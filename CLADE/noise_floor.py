@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import convolve, sobel
 
-from .degradation import FWHM_TO_SIGMA
+from .simulate import slice_profile_weights
 
 #: Immerkaer's mask: the difference of two Laplacians, blind to constants, ramps and quadrics.
 _IMMERKAER = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float64)
@@ -58,17 +58,16 @@ def noise_sigma(slices: np.ndarray, level: float, flattest: float = FLATTEST) ->
 
 def profile_energy(ratio: float) -> float:
     """``sum(w**2)`` of the Gaussian slice profile (FWHM = ``ratio`` thin slices) on the thin
-    grid: the fraction of the thin slices' noise variance a thick slice keeps.
+    grid: the fraction of the thin slices' noise variance a thick slice keeps. The weights are
+    the simulation's own (:func:`CLADE.simulate.slice_profile_weights`), averaged over thick
+    slices away from the ends (a non-integer ratio centres them at varying phases).
 
     Example:
         >>> round(profile_energy(3.0), 3), round(profile_energy(5.0), 3)
-        (0.221, 0.133)
+        (0.216, 0.132)
     """
-    sigma = max(ratio, 1e-6) * FWHM_TO_SIGMA
-    taps = np.arange(-int(np.ceil(6 * sigma)) - 1, int(np.ceil(6 * sigma)) + 2)
-    weights = np.exp(-0.5 * (taps / sigma) ** 2)
-    weights /= weights.sum()
-    return float((weights**2).sum())
+    weights = slice_profile_weights(int(np.ceil(ratio)) * 24, ratio, ratio, "gaussian")
+    return float((weights**2).sum(axis=1)[4:-4].mean())
 
 
 def averaged_away_noise(thick_sigma: float, ratio: float) -> float:
@@ -78,7 +77,7 @@ def averaged_away_noise(thick_sigma: float, ratio: float) -> float:
 
     Example (the thicker the slices, the more noise they averaged away):
         >>> round(averaged_away_noise(5.8, 3.0), 1), round(averaged_away_noise(5.8, 5.0), 1)
-        (8.7, 11.8)
+        (8.8, 11.9)
     """
     missing = thick_sigma * np.sqrt(max(1.0 / profile_energy(ratio) - 1.0, 0.0))
     return float(np.sqrt(2.0 / np.pi) * missing)
