@@ -321,7 +321,7 @@ def estimate_error_map(
     pairs = 0
     # The pairs' targets are slices of the thick volume, whose noise the slice profile averaged
     # down; the isotropic truth keeps it all, and no network restores noise. Added in quadrature
-    # (independent of the network's error): held-out CT calibration 0.57-0.91 -> 0.83-1.13.
+    # (independent of the network's error): held-out CT calibration 0.57-0.91 -> 0.83-1.14.
     in_plane = np.moveaxis(native_norm, 2 - thick_axis, 0)  # numpy axis of the thick index axis
     floor = np.float32(
         averaged_away_noise(noise_sigma(in_plane, -1.0 + 2.0 * FOREGROUND_LEVEL), ratio)

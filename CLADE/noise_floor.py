@@ -1,7 +1,7 @@
 """The noise a thin-slice acquisition holds and a thick-slice one averaged away (issue 23).
 
 A thick slice is the average of the thin slices its profile covers, so their independent noise
-is averaged down: by ``sqrt(sum(w**2))`` for profile weights ``w`` (0.47 at a thickness ratio of
+is averaged down: by ``sqrt(sum(w**2))`` for profile weights ``w`` (0.46 at a thickness ratio of
 3, 0.36 at 5). The isotropic truth a super-resolved volume is compared with keeps that noise, and
 no network can restore it: it is a floor under ``|SR - truth|`` wherever the anatomy is flat. The
 error map's in-plane pairs cannot see it, because their targets are slices of the thick volume
@@ -9,7 +9,7 @@ error map's in-plane pairs cannot see it, because their targets are slices of th
 
 Measured on the held-out abdominal CT (`models/cards/error-map.md`): the in-plane noise of its
 9 mm and 12 mm thick slices, estimated below, is 5.8 and 5.1 HU, and that of the 3 mm truth
-12.2 HU: 0.48 and 0.42 of it, where the profile predicts 0.47 and 0.41.
+12.2 HU: 0.48 and 0.42 of it, where the profile predicts 0.46 and 0.40.
 """
 
 from __future__ import annotations
