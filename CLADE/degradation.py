@@ -25,6 +25,28 @@ from scipy.ndimage import gaussian_filter1d, map_coordinates
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 
 
+def profile_blur(values: np.ndarray, ratio: float, axis: int) -> np.ndarray:
+    """``values`` blurred along ``axis`` by the slice profile: a Gaussian with FWHM = ``ratio``
+    pixels (thickness equal to the spacing), edges mirrored.
+
+    Example:
+        >>> profile_blur(np.ones((3, 5)), 4.0, 0).tolist() == np.ones((3, 5)).tolist()
+        True
+    """
+    return gaussian_filter1d(values, ratio * FWHM_TO_SIGMA, axis=axis, mode="mirror")
+
+
+def thick_sample_rows(rows: int, ratio: float, offset: float) -> np.ndarray:
+    """Row coordinates of the thick samples in ``rows`` fine rows: every ``ratio`` rows from
+    ``offset``.
+
+    Example:
+        >>> thick_sample_rows(10, 3.0, 1.0).tolist()
+        [1.0, 4.0, 7.0]
+    """
+    return np.arange(offset, rows - 1e-9, ratio)
+
+
 def degrade_slice(slice2d: np.ndarray, ratio: float, offset: float = 0.0) -> np.ndarray:
     """Simulate a thick-slice acquisition of ``slice2d`` along its rows and interpolate it back.
 
@@ -40,8 +62,8 @@ def degrade_slice(slice2d: np.ndarray, ratio: float, offset: float = 0.0) -> np.
     """
     slice2d = np.asarray(slice2d, dtype=np.float64)
     rows = slice2d.shape[0]
-    blurred = gaussian_filter1d(slice2d, ratio * FWHM_TO_SIGMA, axis=0, mode="mirror")
-    positions = np.arange(offset, rows - 1e-9, ratio)
+    blurred = profile_blur(slice2d, ratio, 0)
+    positions = thick_sample_rows(rows, ratio, offset)
     thick = map_coordinates(
         blurred,
         np.meshgrid(positions, np.arange(slice2d.shape[1]), indexing="ij"),
@@ -75,11 +97,11 @@ def consistency_residual(output: np.ndarray, spline: np.ndarray, ratio: float) -
     output = np.asarray(output, np.float32)
     rows = output.shape[1]
     offset = (ratio - 1.0) / 2.0
-    blurred = gaussian_filter1d(output, ratio * FWHM_TO_SIGMA, axis=1, mode="mirror")
+    blurred = profile_blur(output, ratio, 1)
     difference = blurred - np.asarray(spline, np.float32)
     # Linear sampling at the centres, then linear interpolation back: one gather each way along
     # the rows, vectorised over the stack (map_coordinates would go slice by slice).
-    centres = np.arange(offset, rows - 1e-9, ratio)
+    centres = thick_sample_rows(rows, ratio, offset)
     if centres.size == 0:  # fewer rows than one thick slice's centre: nothing was measured
         return np.zeros_like(output)
     below = np.floor(centres).astype(int)

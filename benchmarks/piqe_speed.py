@@ -46,7 +46,8 @@ def main() -> int:
     if missing:
         print(
             f"piqe_speed: {', '.join(missing)} not found in {DATA}: set CLADE_SHARED_DATA to the "
-            "folder holding the developers' shared volumes (they are not in the repository)."
+            "folder holding the developers' shared volumes (they are not in the repository).",
+            file=sys.stderr,
         )
         return 2
     ct = sitk.GetArrayFromImage(

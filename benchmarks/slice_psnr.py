@@ -9,6 +9,7 @@ grid exactly as ``clade evaluate`` does (:func:`CLADE.evaluation.prepare_compari
 
 Usage:
     python benchmarks/slice_psnr.py THICK REFERENCE NAME=OUTPUT [NAME=OUTPUT ...] [--json FILE]
+        [--resample-to-reference]
 
 Example (the abdominal MR of ``benchmarks/prepare_eval_data.py``, CLADE against ECLARE):
     python benchmarks/slice_psnr.py runs/eval-data/mri-abdomen-mr-9mm_thick.nii.gz \\
@@ -28,6 +29,7 @@ import SimpleITK as sitk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from CLADE.errors import CladeError  # noqa: E402
 from CLADE.evaluation import prepare_comparison  # noqa: E402
 from CLADE.metrics.reference import data_range, psnr  # noqa: E402
 
@@ -66,24 +68,38 @@ def main(argv=None) -> int:
     parser.add_argument("reference", type=Path, help="the isotropic reference")
     parser.add_argument("outputs", nargs="+", metavar="NAME=OUTPUT")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    parser.add_argument(
+        "--resample-to-reference",
+        action="store_true",
+        help="measure on the reference's grid when it differs (cubic B-spline, as clade evaluate)",
+    )
     args = parser.parse_args(argv)
-    named = []
+    paths = []
     for item in args.outputs:
         name, _, path = item.partition("=")
-        if not path:
+        if not name or not path:
             parser.error(f"{item!r} is not NAME=OUTPUT")
-        named.append((name, sitk.ReadImage(path, sitk.sitkFloat32)))
-    thick = sitk.ReadImage(str(args.thick), sitk.sitkFloat32)
-    reference = sitk.ReadImage(str(args.reference), sitk.sitkFloat32)
-    comparison = prepare_comparison(thick, named, reference)
+        paths.append((name, Path(path)))
+    for path in (args.thick, args.reference, *(p for _, p in paths)):
+        if not path.is_file():
+            parser.error(f"{path} is not a file: give the path of a volume.")
+    try:
+        thick = sitk.ReadImage(str(args.thick), sitk.sitkFloat32)
+        reference = sitk.ReadImage(str(args.reference), sitk.sitkFloat32)
+        named = [(name, sitk.ReadImage(str(path), sitk.sitkFloat32)) for name, path in paths]
+        comparison = prepare_comparison(
+            thick, named, reference, resample_to_reference=args.resample_to_reference
+        )
+    except (CladeError, RuntimeError) as error:  # SimpleITK raises RuntimeError on bad files
+        parser.exit(2, f"slice_psnr: {str(error).strip().splitlines()[-1]}\n")
     axis = comparison.thick_axis
     numpy_axis = 2 - axis
     arrays = [sitk.GetArrayViewFromImage(image) for image in comparison.images]
     truth = np.asarray(arrays[comparison.reference_index], dtype=np.float64)
     centres = set(acquired_slices(thick, comparison.images[0], axis))
     rows = {}
-    for name, array in zip(comparison.names, arrays):
-        if name == comparison.names[comparison.reference_index]:
+    for index, (name, array) in enumerate(zip(comparison.names, arrays)):
+        if index == comparison.reference_index:
             continue
         test = np.asarray(array, dtype=np.float64)
         rows[name] = {
